@@ -1,0 +1,40 @@
+# The README's two commands: `make demo` and `make test`. Both set up what they need.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export LUMENSERVE_HOME ?= $(CURDIR)/.lumenserve
+export ORT_DISABLE_TELEMETRY := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup test lint typecheck pytest demo demo-quick protos clean
+
+setup:
+	@bash scripts/setup.sh
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+pytest: setup
+	$(PY) -m pytest
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) -m pytest
+
+demo: setup
+	$(VENV)/bin/lumenserve demo
+
+demo-quick: setup
+	$(VENV)/bin/lumenserve demo --quick
+
+protos: setup
+	$(PY) scripts/gen_protos.py
+
+clean:
+	rm -rf .lumenserve runs model_repository model_store test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from lumenserve.cli import main
+
+main()

@@ -1,0 +1,55 @@
+"""Rebuild the eager PyTorch model (and tokenizer) of a bundle from its manifest alone.
+
+Used by explain (gradients need eager modules) and by export parity checks. Weights come
+only from the bundle's safetensors file; pickle formats are never loaded.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lumenserve.bundle.errors import BundleError
+from lumenserve.bundle.manifest import TextPreprocessing, TorchvisionArchitecture, TransformersArchitecture
+from lumenserve.bundle.reader import Bundle
+
+if TYPE_CHECKING:
+    import torch
+
+
+def build_eager_model(bundle: Bundle) -> torch.nn.Module:
+    """The bundle's model in eval mode on CPU with its trained weights."""
+    from safetensors.torch import load_file
+
+    arch = bundle.manifest.architecture
+    model: torch.nn.Module
+    if isinstance(arch, TorchvisionArchitecture):
+        import torchvision
+
+        model = torchvision.models.get_model(arch.name, weights=None, num_classes=arch.num_classes)
+    elif isinstance(arch, TransformersArchitecture):
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        config = AutoConfig.from_pretrained(bundle.subdir(arch.config_dir))
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    else:  # pragma: no cover - the schema admits only the two families
+        raise BundleError(f"unknown architecture family in {bundle.root}")
+    state = load_file(str(bundle.path("safetensors")))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Tied or buffer-only keys (e.g. position_ids) may legitimately be absent.
+    real_missing = [k for k in missing if not k.endswith("position_ids")]
+    if real_missing or unexpected:
+        raise BundleError(
+            f"{bundle.root}: weights do not fit the architecture "
+            f"(missing {real_missing[:5]}, unexpected {list(unexpected)[:5]})"
+        )
+    return model.eval()
+
+
+def load_tokenizer(bundle: Bundle) -> Any:
+    """The bundle's tokenizer (text bundles only)."""
+    pre = bundle.manifest.preprocessing
+    if not isinstance(pre, TextPreprocessing):
+        raise BundleError(f"{bundle.root}: not a text bundle")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(bundle.subdir(pre.tokenizer_dir))

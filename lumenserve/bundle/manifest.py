@@ -1,0 +1,158 @@
+"""The bundle manifest schema (``manifest.json``), format version 1.
+
+A bundle is ``REPO/NAME/VERSION/`` holding ``manifest.json`` and the artifacts it lists.
+Everything serving or explaining needs is in the manifest, so no training code is
+imported to rebuild a model. Documented in docs/bundle.md.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+MANIFEST_NAME = "manifest.json"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+Datatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BF16", "BYTES",
+]  # fmt: skip
+Task = Literal["image-classification", "text-classification"]
+# Kinds of artifact a bundle may hold. Pickle formats are deliberately absent.
+ArtifactKind = Literal["onnx", "onnx_data", "torchscript", "safetensors", "tokenizer", "config", "report"]
+LOADABLE_KINDS = ("onnx", "torchscript", "safetensors")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    """One model input or output: name, datatype, shape (-1 marks a variable dim)."""
+
+    name: str
+    datatype: Datatype
+    shape: list[int]
+
+    @field_validator("shape")
+    @classmethod
+    def _dims(cls, shape: list[int]) -> list[int]:
+        if any(d < -1 or d == 0 for d in shape):
+            raise ValueError(f"dims must be positive or -1, got {shape}")
+        return shape
+
+
+class TorchvisionArchitecture(_Strict):
+    """Rebuilt with ``torchvision.models.get_model(name, num_classes=num_classes)``."""
+
+    family: Literal["torchvision"] = "torchvision"
+    name: str
+    num_classes: int = Field(ge=2)
+    gradcam_layer: str | None = None
+    """Dotted module path of the default Grad-CAM layer (e.g. ``features.18``)."""
+
+
+class TransformersArchitecture(_Strict):
+    """Rebuilt with ``AutoModelForSequenceClassification.from_config`` from ``config_dir``."""
+
+    family: Literal["transformers"] = "transformers"
+    config_dir: str
+    num_labels: int = Field(ge=2)
+    model_type: str = "bert"
+
+
+Architecture = Annotated[TorchvisionArchitecture | TransformersArchitecture, Field(discriminator="family")]
+
+
+class ImagePreprocessing(_Strict):
+    """Decode -> RGB (or L) -> resize shorter side -> center crop -> scale to [0,1] -> normalise."""
+
+    kind: Literal["image"] = "image"
+    resize_size: int = Field(ge=1, le=4096)
+    crop_size: int = Field(ge=1, le=4096)
+    mean: list[float]
+    std: list[float]
+    channels: Literal[1, 3] = 3
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+
+    @model_validator(mode="after")
+    def _lengths(self) -> ImagePreprocessing:
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError("mean and std need one value per channel")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be positive")
+        return self
+
+
+class TextPreprocessing(_Strict):
+    """Tokenise with the tokenizer in ``tokenizer_dir``; truncate to ``max_length`` tokens."""
+
+    kind: Literal["text"] = "text"
+    tokenizer_dir: str
+    max_length: int = Field(ge=2, le=8192)
+    lowercase: bool = False
+
+
+Preprocessing = Annotated[ImagePreprocessing | TextPreprocessing, Field(discriminator="kind")]
+
+
+class Artifact(_Strict):
+    """One file of the bundle, relative to the version folder, with its sha256."""
+
+    path: str
+    kind: ArtifactKind
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class ParityRecord(_Strict):
+    """Export parity: max |exported - eager| over held-out inputs at several batch sizes."""
+
+    runtime: Literal["onnx", "torchscript"]
+    batch_sizes: list[int]
+    max_abs_diff: float = Field(ge=0)
+    tolerance: float = Field(gt=0)
+
+
+class Manifest(_Strict):
+    format_version: int
+    name: str
+    version: int = Field(ge=1)
+    task: Task
+    architecture: Architecture
+    labels: list[str] = Field(min_length=2)
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1)
+    preprocessing: Preprocessing
+    artifacts: list[Artifact] = Field(min_length=1)
+    parity: list[ParityRecord] = []
+    training: dict[str, Any] = {}
+    created_at: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not NAME_PATTERN.match(name) or ".." in name:
+            raise ValueError(f"invalid model name {name!r}")
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        arch = self.architecture
+        n = arch.num_classes if isinstance(arch, TorchvisionArchitecture) else arch.num_labels
+        if n != len(self.labels):
+            raise ValueError(f"architecture has {n} classes but {len(self.labels)} labels are listed")
+        image_task = self.task == "image-classification"
+        if image_task != isinstance(self.preprocessing, ImagePreprocessing):
+            raise ValueError(f"preprocessing kind {self.preprocessing.kind!r} does not fit task {self.task!r}")
+        paths = [a.path for a in self.artifacts]
+        if len(set(paths)) != len(paths):
+            raise ValueError("artifact paths must be unique")
+        return self
+
+    def artifact(self, kind: ArtifactKind) -> Artifact | None:
+        """The first artifact of a kind, or None."""
+        return next((a for a in self.artifacts if a.kind == kind), None)

@@ -1,0 +1,41 @@
+"""The ``lumenserve`` command: one subcommand per job, imported lazily.
+
+Each subcommand lives next to the code it drives (training, serving, explain, bench)
+and is registered here by dotted path, so ``lumenserve --help`` stays fast and serving
+never imports training.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+import lumenserve.env  # noqa: F401  (process environment first)
+
+# name -> "module:attribute" of a click.Command
+SUBCOMMANDS: dict[str, str] = {}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = SUBCOMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lumenserve")
+def main() -> None:
+    """lumenserve: fine-tune, export, serve and explain PyTorch models."""
+
+
+if __name__ == "__main__":
+    main()

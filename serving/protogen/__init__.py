@@ -1,0 +1,1 @@
+"""Generated gRPC modules (by `make protos` from protos/). Do not edit."""
