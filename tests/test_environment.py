@@ -34,8 +34,12 @@ def test_package_import_sets_telemetry_off() -> None:
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
     out = subprocess.run(
         [sys.executable, "-c", "import serving, os; print(os.environ['ORT_DISABLE_TELEMETRY'], os.environ['TMPDIR'])"],
-        env=env, capture_output=True, text=True, check=True, cwd=ROOT,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     flag, tmpdir = out.stdout.split()
     assert flag == "1"
     assert not tmpdir.startswith("/tmp")
@@ -49,10 +53,24 @@ def test_onnxruntime_process_connects_only_to_loopback(tmp_path: Path) -> None:
     env["LUMENSERVE_HOME"] = str(tmp_path / "home")
     trace = tmp_path / "trace.txt"
     proc = subprocess.run(
-        ["strace", "-f", "-qq", "-e", "trace=connect", "-o", str(trace),
-         sys.executable, "-c", _ORT_PROGRAM.format(seconds=75)],
-        env=env, capture_output=True, text=True, timeout=200, cwd=ROOT,
-    )  # fmt: skip
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=connect",
+            "-o",
+            str(trace),
+            sys.executable,
+            "-c",
+            _ORT_PROGRAM.format(seconds=75),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "done" in proc.stdout
     calls = [line for line in trace.read_text().splitlines() if "connect(" in line]

@@ -48,9 +48,7 @@ def finish_bundle(
             "version": version,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             **fields,
-            "artifacts": [
-                {"path": rel, "kind": kind, "sha256": sha256_file(staging / rel)} for rel, kind in artifacts
-            ],
+            "artifacts": [{"path": rel, "kind": kind, "sha256": sha256_file(staging / rel)} for rel, kind in artifacts],
         }
     )
     (staging / MANIFEST_NAME).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")

@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny real bundles in a session-wide model repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import lumenserve.env  # noqa: F401  (ORT_DISABLE_TELEMETRY first)
+from lumenserve.bundle import Bundle
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding ``tiny-image/1`` and ``tiny-text/1`` (built once per session)."""
+    from tests.bundles import make_image_bundle, make_text_bundle
+
+    repo = tmp_path_factory.mktemp("model_repository")
+    make_image_bundle(repo)
+    make_text_bundle(repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def image_bundle(model_repo: Path) -> Bundle:
+    from lumenserve.bundle import load_bundle
+
+    return load_bundle(model_repo / "tiny-image" / "1")
+
+
+@pytest.fixture(scope="session")
+def text_bundle(model_repo: Path) -> Bundle:
+    from lumenserve.bundle import load_bundle
+
+    return load_bundle(model_repo / "tiny-text" / "1")
