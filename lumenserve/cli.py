@@ -14,7 +14,13 @@ import click
 import lumenserve.env  # noqa: F401  (process environment first)
 
 # name -> "module:attribute" of a click.Command
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "serve": "serving.cli:serve_command",
+    "train": "training.cli:train_command",
+    "export": "training.cli:export_command",
+    "demo": "lumenserve.demo:demo_command",
+    "archive": "serving.torchserve.archive:archive_command",
+}
 
 
 class LazyGroup(click.Group):

@@ -1,0 +1,315 @@
+"""Explain a bundle's model: the eager twin, any registered method, rendering and scores.
+
+``BundleExplainer(bundle)`` rebuilds the eager PyTorch model from the bundle (ONNX Runtime
+has no gradients and TorchScript blocks hooks). ``twin_check(runtime)`` compares the twin's
+logits with the served runtime's on probe inputs; if they differ by more than the
+tolerance, every later ``explain`` is refused with :class:`UnsupportedMethodError` (we do
+not explain a model other than the one that answers predictions).
+
+``explain(inputs, method=..., targets=..., params=...)`` takes preprocessed inputs (image:
+``input`` FP32 [B, C, H, W]; text: ``input_ids`` + ``attention_mask`` INT64 [B, S]) and
+returns, per item: prediction, attributions, PNGs / HTML, faithfulness scores, and the
+parameters actually used.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from explain import faithfulness, render
+from explain.errors import ExplainParameterError, UnsupportedMethodError
+from explain.explanation import Explanation, TextInputs
+from explain.memory import DEFAULT_BUDGET_BYTES
+from explain.methods import DEFAULT_METHOD, ModelContext, build_explainer, supported_methods
+from explain.methods.base import IMAGE, TEXT
+from explain.params import MethodParams, validate_params
+from explain.text_model import TextClassifier
+from lumenserve.bundle import Bundle, ImagePreprocessing, TextPreprocessing, TorchvisionArchitecture
+from lumenserve.bundle.eager import build_eager_model, load_tokenizer
+
+MAX_ITEMS = 64
+"""Most items one explain request may carry."""
+DEFAULT_TWIN_TOLERANCE = 1e-3
+"""Largest |eager - runtime| logit difference the twin check accepts."""
+TWIN_PROBE_TEXTS = ("a short probe sentence", "another, somewhat longer probe sentence for the twin check")
+
+Runtime = Callable[[dict[str, np.ndarray]], np.ndarray]
+"""The served model as a function: named input arrays -> logits (batch, classes)."""
+
+
+class ScoreParams(MethodParams):
+    deletion_steps: int = Field(default=10, ge=2, le=50, description="slices of the deletion curve")
+    infidelity: bool = Field(default=True, description="also compute Captum's infidelity (images only)")
+    infidelity_samples: int = Field(default=8, ge=1, le=64, description="noise samples per item for infidelity")
+
+
+@dataclass(frozen=True)
+class TwinCheck:
+    ok: bool
+    max_abs_diff: float
+    tolerance: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ItemExplanation:
+    logits: np.ndarray  # (classes,)
+    probabilities: np.ndarray  # (classes,)
+    predicted: int
+    target: int
+    attributions: np.ndarray  # image (C or 1, H, W); text (seq,)
+    deletion_auc: float
+    pngs: dict[str, bytes] = field(default_factory=dict)
+    """``overlay_png`` for images; ``token_png`` (+ ``attention_grid_png``, ``rollout_png``) for text."""
+    token_html: str | None = None
+    tokens: list[str] | None = None
+    convergence_delta: float | None = None
+    infidelity: float | None = None
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    method: str
+    params: dict[str, Any]
+    items: list[ItemExplanation]
+
+
+class BundleExplainer:
+    def __init__(self, bundle: Bundle, *, memory_budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
+        self.bundle = bundle
+        manifest = bundle.manifest
+        self.task = manifest.task
+        self.labels = manifest.labels
+        self.refusal: str | None = None
+        self.tokenizer: Any = None
+        hf_or_cnn = build_eager_model(bundle)
+        model: torch.nn.Module
+        if self.task == TEXT:
+            self.tokenizer = load_tokenizer(bundle)
+            model = TextClassifier.from_tokenizer(hf_or_cnn, self.tokenizer).eval()
+        else:
+            model = hf_or_cnn
+        self.model = model
+        pre = manifest.preprocessing
+        arch = manifest.architecture
+        self.image_pre = pre if isinstance(pre, ImagePreprocessing) else None
+        self.text_pre = pre if isinstance(pre, TextPreprocessing) else None
+        self.context = ModelContext(
+            model=model,
+            task=self.task,
+            mean=self.image_pre.mean if self.image_pre else None,
+            std=self.image_pre.std if self.image_pre else None,
+            gradcam_layer=arch.gradcam_layer if isinstance(arch, TorchvisionArchitecture) else None,
+            memory_budget_bytes=memory_budget_bytes,
+        )
+        self._explainers: dict[tuple[str, str | None], Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def methods(self) -> list[str]:
+        return supported_methods(self.task)
+
+    # -- the startup check --------------------------------------------------------------
+    def probe_inputs(self) -> dict[str, np.ndarray]:
+        if self.image_pre is not None:
+            c, s = self.image_pre.channels, self.image_pre.crop_size
+            g = torch.Generator().manual_seed(0)
+            return {"input": torch.randn(2, c, s, s, generator=g).numpy()}  # (2, C, H, W)
+        return self.encode_texts(TWIN_PROBE_TEXTS)
+
+    def twin_check(self, runtime: Runtime, *, tolerance: float = DEFAULT_TWIN_TOLERANCE) -> TwinCheck:
+        """Compare eager logits with ``runtime``'s on probe inputs; refuse explain on mismatch."""
+        probe = self.probe_inputs()
+        expected = self._logits(self._to_inputs(probe)).numpy()  # (batch, classes)
+        try:
+            got = np.asarray(runtime(probe), dtype=np.float32)
+        except Exception as exc:
+            self.refusal = f"explain is disabled for {self.bundle.name}: the twin check could not run ({exc})"
+            return TwinCheck(False, float("inf"), tolerance, str(exc))
+        if got.shape != expected.shape:
+            self.refusal = (
+                f"explain is disabled for {self.bundle.name}: runtime logits {list(got.shape)} "
+                f"!= eager {list(expected.shape)}"
+            )
+            return TwinCheck(False, float("inf"), tolerance, self.refusal)
+        diff = float(np.max(np.abs(got - expected)))
+        ok = diff <= tolerance
+        self.refusal = (
+            None
+            if ok
+            else f"explain is disabled for {self.bundle.name}: the eager twin differs from the served runtime "
+            f"by {diff:.3g} (tolerance {tolerance:g})"
+        )
+        return TwinCheck(ok, diff, tolerance, self.refusal or "")
+
+    # -- helpers for callers -------------------------------------------------------------
+    def encode_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Tokenise like the server does: pad to the longest, truncate to max_length."""
+        assert self.tokenizer is not None and self.text_pre is not None
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.text_pre.max_length, return_tensors="np"
+        )
+        return {
+            "input_ids": enc["input_ids"].astype(np.int64),
+            "attention_mask": enc["attention_mask"].astype(np.int64),
+        }
+
+    # -- explain -------------------------------------------------------------------------
+    def explain(
+        self,
+        inputs: Mapping[str, np.ndarray | torch.Tensor],
+        *,
+        method: str | None = None,
+        targets: list[int] | None = None,
+        params: Mapping[str, Any] | None = None,
+        images: Sequence[np.ndarray] | None = None,
+    ) -> ExplainResult:
+        """Explain a batch; ``images`` are the original uint8 (H, W, 3) pixels to draw overlays on."""
+        if self.refusal:
+            raise UnsupportedMethodError(self.refusal)
+        name = method or DEFAULT_METHOD[self.task]
+        all_params = dict(params or {})
+        base_method = all_params.pop("base_method", None)
+        score_p = validate_params(ScoreParams, name, _take(all_params, ScoreParams))
+        render_p = validate_params(render.RenderParams, name, _take(all_params, render.RenderParams))
+        explainer = self._explainer(name, None if base_method is None else str(base_method))
+        batch = self._to_inputs(inputs)
+        if images is not None and len(images) != len(batch):
+            raise ExplainParameterError(f"{len(images)} original images for {len(batch)} items")
+        logits = self._logits(batch)  # (batch, classes)
+        explanation: Explanation = explainer.explain(batch, targets, **all_params)
+        items = self._items(batch, logits, explanation, score_p, render_p, images)
+        used = explanation.params | score_p.model_dump()
+        if self.task == IMAGE:
+            used |= render_p.model_dump()
+        else:  # infidelity is computed for images only
+            used = {k: v for k, v in used.items() if not k.startswith("infidelity")}
+        if explanation.method != name:
+            used["algorithm"] = explanation.method
+        return ExplainResult(method=name, params=used, items=items)
+
+    def _explainer(self, name: str, base_method: str | None) -> Any:
+        with self._lock:
+            key = (name, base_method)
+            if key not in self._explainers:
+                self._explainers[key] = build_explainer(name, self.context, base_method=base_method)
+            return self._explainers[key]
+
+    def _to_inputs(self, inputs: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor | TextInputs:
+        def tensor(key: str) -> torch.Tensor:
+            if key not in inputs:
+                raise ExplainParameterError(f"missing input {key!r} (have: {', '.join(inputs) or 'none'})")
+            value = inputs[key]
+            return value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
+
+        if self.image_pre is not None:
+            image = tensor("input")
+            c, s = self.image_pre.channels, self.image_pre.crop_size
+            if image.dim() != 4 or list(image.shape[1:]) != [c, s, s] or image.dtype != torch.float32:
+                raise ExplainParameterError(
+                    f"input must be FP32 [B, {c}, {s}, {s}], got {image.dtype} {list(image.shape)}"
+                )
+            _check_batch(len(image))
+            return image
+        assert self.text_pre is not None
+        ids, mask = tensor("input_ids").long(), tensor("attention_mask").long()
+        batch = TextInputs(ids, mask)
+        _check_batch(len(batch))
+        assert isinstance(self.model, TextClassifier)
+        vocab = int(self.model.hf.config.vocab_size)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+            raise ExplainParameterError(f"input_ids must lie in [0, {vocab - 1}]")
+        if ids.shape[1] > self.text_pre.max_length:
+            raise ExplainParameterError(f"sequence length {ids.shape[1]} exceeds max_length {self.text_pre.max_length}")
+        return batch
+
+    def _logits(self, batch: torch.Tensor | TextInputs) -> torch.Tensor:
+        with torch.no_grad():
+            if isinstance(batch, TextInputs):
+                return self.model(batch.input_ids, batch.attention_mask)  # type: ignore[no-any-return]
+            return self.model(batch)  # type: ignore[no-any-return]
+
+    def _items(
+        self,
+        batch: torch.Tensor | TextInputs,
+        logits: torch.Tensor,
+        explanation: Explanation,
+        score_p: ScoreParams,
+        render_p: render.RenderParams,
+        images: Sequence[np.ndarray] | None,
+    ) -> list[ItemExplanation]:
+        targets = explanation.targets
+        attributions = explanation.attributions.detach().float()
+        infid: torch.Tensor | None = None
+        if isinstance(batch, TextInputs):
+            assert isinstance(self.model, TextClassifier)
+            curve = faithfulness.deletion_curve_text(
+                self.model, batch, attributions, targets, steps=score_p.deletion_steps
+            )
+        else:
+            curve = faithfulness.deletion_curve_image(
+                self.model, batch, attributions, targets, steps=score_p.deletion_steps
+            )
+            if score_p.infidelity:
+                infid = faithfulness.infidelity_image(
+                    self.model, batch, attributions, targets, n_perturb_samples=score_p.infidelity_samples
+                )
+        probs = logits.softmax(dim=-1)  # (batch, classes)
+        delta = explanation.convergence_delta
+        items = []
+        for i in range(len(attributions)):
+            pngs: dict[str, bytes] = {}
+            html: str | None = None
+            tokens: list[str] | None = None
+            attr_i = attributions[i].numpy()
+            if isinstance(batch, TextInputs):
+                n = int(batch.attention_mask[i].sum())
+                tokens = self.tokenizer.convert_ids_to_tokens(batch.input_ids[i, :n].tolist())
+                attr_i = attr_i[:n]  # (real tokens,)
+                html = render.token_html(tokens, attr_i)
+                pngs["token_png"] = render.token_png(tokens, attr_i)
+                if "attention" in explanation.extras:
+                    attn = explanation.extras["attention"][i, :, :, :n, :n].numpy()  # (L, H, n, n)
+                    pngs["attention_grid_png"] = render.attention_grid_png(attn)
+                    pngs["rollout_png"] = render.rollout_png(explanation.extras["rollout"][i, :n, :n].numpy(), tokens)
+            else:
+                assert self.image_pre is not None
+                photo = (
+                    images[i]
+                    if images is not None
+                    else render.denormalize(batch[i].numpy(), self.image_pre.mean, self.image_pre.std)
+                )
+                pngs["overlay_png"] = render.overlay_png(attr_i, photo, render_p)
+            items.append(
+                ItemExplanation(
+                    logits=logits[i].numpy(),
+                    probabilities=probs[i].numpy(),
+                    predicted=int(logits[i].argmax()),
+                    target=targets[i],
+                    attributions=attr_i,
+                    deletion_auc=float(curve.auc[i]),
+                    pngs=pngs,
+                    token_html=html,
+                    tokens=tokens,
+                    convergence_delta=None if delta is None else float(delta[i]),
+                    infidelity=None if infid is None else float(infid[i]),
+                )
+            )
+        return items
+
+
+def _take(params: dict[str, Any], model: type[MethodParams]) -> dict[str, Any]:
+    """Remove and return the entries of ``params`` that belong to ``model``."""
+    return {k: params.pop(k) for k in list(params) if k in model.model_fields}
+
+
+def _check_batch(n: int) -> None:
+    if not 1 <= n <= MAX_ITEMS:
+        raise ExplainParameterError(f"explain takes 1 to {MAX_ITEMS} items per request, got {n}")

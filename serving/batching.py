@@ -1,0 +1,248 @@
+"""Per-model dynamic batcher.
+
+Requests queue as row blocks (a feed of arrays with ``rows`` leading rows). One loop per
+model takes, whenever the model is free, everything queued up to ``max_batch_size`` rows
+(optionally after waiting ``max_queue_delay`` for more), stacks it (padding inputs of
+different lengths), runs the model in the model's compute thread and hands each caller a
+view of exactly its own rows (with padded dimensions cut back to its own length).
+
+- The queue is bounded: beyond ``max_queue_size`` waiting requests, ``submit`` raises
+  Unavailable at once.
+- A request whose deadline passes while queued is answered DeadlineExceeded by a timer and
+  never reaches the model; a cancelled caller's request leaves the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serving.errors import DeadlineExceeded, InternalError, InvalidInput, Unavailable
+from serving.metrics import ModelMetrics
+
+log = logging.getLogger("lumenserve.serving")
+
+Feed = dict[str, np.ndarray]
+PredictFn = Callable[[Feed], dict[str, np.ndarray]]
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    feed: Feed
+    rows: int
+    future: asyncio.Future[Feed]
+    enqueued: float
+    deadline: float
+    timer: asyncio.TimerHandle | None = None
+    taken: bool = False
+
+
+@dataclass(slots=True)
+class BatchPolicy:
+    max_batch_size: int
+    max_queue_delay: float
+    max_queue_size: int
+    pad_values: Mapping[str, int | float] = field(default_factory=dict)
+    """Fill value per input when rows of different lengths are stacked (default 0)."""
+    dynamic_output_dims: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    """Per output, the non-batch dims that follow the padded length (cut back per caller)."""
+
+
+class Batcher:
+    def __init__(self, predict: PredictFn, policy: BatchPolicy, metrics: ModelMetrics, executor: Executor) -> None:
+        self.predict = predict
+        self.policy = policy
+        self.metrics = metrics
+        self.executor = executor
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+
+    async def stop(self) -> None:
+        """Refuse new work, let queued work finish, then end the loop."""
+        self._closed = True
+        while self._queue:
+            await asyncio.sleep(0.005)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def submit(self, feed: Feed, rows: int, deadline: float) -> Feed:
+        """Queue ``rows`` rows and wait for this caller's outputs (views of the batch outputs)."""
+        policy = self.policy
+        if self._closed:
+            raise Unavailable("model is unloading")
+        if rows > policy.max_batch_size:
+            raise InvalidInput(f"batch of {rows} rows exceeds the model's max_batch_size of {policy.max_batch_size}")
+        if len(self._queue) >= policy.max_queue_size:
+            self.metrics.rejected("queue_full")
+            raise Unavailable(f"queue full ({policy.max_queue_size} requests waiting); retry later")
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        if deadline <= now:
+            self.metrics.rejected("deadline")
+            raise DeadlineExceeded("deadline passed before the request was queued")
+        item = _Pending(feed, rows, loop.create_future(), now, deadline)
+        item.timer = loop.call_at(deadline, self._expire, item)  # loop.time() is time.monotonic()
+        self._queue.append(item)
+        self._queued_rows += rows
+        self.metrics.queue_depth.set(len(self._queue))
+        self._wakeup.set()
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            if not item.taken:
+                self._remove(item)
+                self.metrics.rejected("cancelled")
+            raise
+        finally:
+            item.timer.cancel()
+
+    def _remove(self, item: _Pending) -> None:
+        try:
+            self._queue.remove(item)
+        except ValueError:
+            return
+        self._queued_rows -= item.rows
+        self.metrics.queue_depth.set(len(self._queue))
+
+    def _expire(self, item: _Pending) -> None:
+        if item.taken or item.future.done():
+            return
+        self._remove(item)
+        self.metrics.rejected("deadline")
+        waited = (time.monotonic() - item.enqueued) * 1000
+        item.future.set_exception(DeadlineExceeded(f"deadline passed after {waited:.1f} ms in the queue"))
+
+    async def _loop(self) -> None:
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._maybe_wait_for_more()
+            batch = self._take()
+            if batch:
+                await self._run(batch)
+
+    async def _maybe_wait_for_more(self) -> None:
+        delay = self.policy.max_queue_delay
+        if delay <= 0:
+            return
+        until = self._queue[0].enqueued + delay
+        while self._queue and self._queued_rows < self.policy.max_batch_size:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        rows = 0
+        now = time.monotonic()
+        while self._queue:
+            item = self._queue[0]
+            if item.future.done():  # expired or cancelled meanwhile
+                self._queue.popleft()
+                self._queued_rows -= item.rows
+                continue
+            if rows + item.rows > self.policy.max_batch_size:
+                break
+            self._queue.popleft()
+            self._queued_rows -= item.rows
+            item.taken = True
+            rows += item.rows
+            self.metrics.queue_seconds.observe(now - item.enqueued)
+            batch.append(item)
+        self.metrics.queue_depth.set(len(self._queue))
+        return batch
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self.executor, self._compute, batch)
+        except Exception as exc:
+            log.exception("model call failed for a batch of %d requests", len(batch))
+            error = InternalError(f"model call failed: {exc!r}")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        finally:
+            self.metrics.compute_seconds.observe(time.perf_counter() - start)
+        self.metrics.batch_size.observe(sum(item.rows for item in batch))
+        for item, outputs in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(outputs)
+
+    def _compute(self, batch: list[_Pending]) -> list[Feed]:
+        """Stack, predict, split (runs in the compute thread)."""
+        if len(batch) == 1:
+            return [self.predict(batch[0].feed)]
+        feed, padded_len = self._stack(batch)
+        outputs = self.predict(feed)
+        results: list[Feed] = []
+        offset = 0
+        for item in batch:
+            own_len = _seq_len(item.feed)
+            mine: Feed = {}
+            for name, array in outputs.items():
+                part = array[offset : offset + item.rows]
+                if padded_len is not None and own_len is not None and own_len != padded_len:
+                    part = self._cut(name, part, padded_len, own_len)
+                mine[name] = part
+            results.append(mine)
+            offset += item.rows
+        return results
+
+    def _stack(self, batch: list[_Pending]) -> tuple[Feed, int | None]:
+        feed: Feed = {}
+        padded_len: int | None = None
+        for name in batch[0].feed:
+            arrays = [item.feed[name] for item in batch]
+            tail = arrays[0].shape[1:]
+            if all(a.shape[1:] == tail for a in arrays):
+                feed[name] = np.concatenate(arrays)  # (rows, ...)
+                continue
+            max_tail = tuple(max(a.shape[d] for a in arrays) for d in range(1, arrays[0].ndim))
+            total = sum(a.shape[0] for a in arrays)
+            out = np.full((total, *max_tail), self.policy.pad_values.get(name, 0), dtype=arrays[0].dtype)
+            offset = 0
+            for a in arrays:  # copy each block into the top-left corner of its rows
+                out[(slice(offset, offset + a.shape[0]), *(slice(0, d) for d in a.shape[1:]))] = a
+                offset += a.shape[0]
+            feed[name] = out  # (rows, max_len, ...)
+            padded_len = max_tail[0]
+        return feed, padded_len
+
+    def _cut(self, name: str, part: np.ndarray, padded_len: int, own_len: int) -> np.ndarray:
+        index: list[slice] = [slice(None)] * part.ndim
+        for dim in self.policy.dynamic_output_dims.get(name, ()):
+            if dim < part.ndim and part.shape[dim] == padded_len:
+                index[dim] = slice(0, own_len)
+        return part[tuple(index)]
+
+
+def _seq_len(feed: Feed) -> int | None:
+    first = next(iter(feed.values()))
+    return first.shape[1] if first.ndim > 1 else None

@@ -1,0 +1,44 @@
+"""``lumenserve serve``: flags override the environment and the config file (serving/settings.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@click.command("serve")
+@click.option("--repository", type=click.Path(path_type=Path), help="Model repository (REPO/NAME/VERSION bundles).")
+@click.option("--models", multiple=True, help="Model to load (repeatable; default: every model in the repository).")
+@click.option("--host", help="Bind address for both transports (default 127.0.0.1).")
+@click.option("--http-port", type=int, help="HTTP port (default 8080; 0 picks a free one).")
+@click.option("--grpc-port", type=int, help="gRPC port (default 8081; 0 picks a free one).")
+@click.option("--device", help="auto | cpu | cuda | cuda:N (default auto).")
+@click.option("--runtime", type=click.Choice(["onnx", "torchscript"]), help="Default runtime (default onnx).")
+@click.option("--max-batch-size", type=int, help="Most rows per model call.")
+@click.option("--max-queue-delay", type=float, help="Seconds to wait for more requests before a batch runs.")
+@click.option("--max-queue-size", type=int, help="Waiting requests per model before UNAVAILABLE/503.")
+@click.option("--grace-period", type=float, help="Seconds SIGTERM waits for accepted requests.")
+@click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path), help="YAML or JSON settings.")
+@click.option("--log-level", default="info", show_default=True, help="Python log level.")
+def serve_command(config_file: Path | None, models: tuple[str, ...], log_level: str, **flags: Any) -> None:
+    """Serve bundles over the Open Inference Protocol v2 (gRPC + HTTP) until SIGTERM."""
+    import logging
+
+    from serving.settings import load_settings
+
+    settings = load_settings(config_file, models=list(models) or None, **flags)
+    if settings.omp_wait_policy:  # before torch loads anywhere in this process
+        os.environ.setdefault("OMP_WAIT_POLICY", settings.omp_wait_policy)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import asyncio
+
+    from serving.server import LumenServer
+
+    async def main() -> None:
+        server = LumenServer(settings)
+        await server.serve_forever(on_ready=lambda s: click.echo(s.ready_line()))
+
+    asyncio.run(main())

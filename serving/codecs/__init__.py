@@ -1,0 +1,1 @@
+"""Codecs: wire bytes and lists <-> numpy, images and texts -> model tensors, top-k strings."""

@@ -1,0 +1,26 @@
+"""Triton's classification extension: top-k ``"score:index:label"`` strings per row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def top_k_strings(scores: np.ndarray, k: int, labels: Sequence[str]) -> np.ndarray:
+    """(batch, classes) scores -> (batch, k) object array of b"score:index:label"."""
+    k = min(k, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (batch, k)
+    out = np.empty(order.shape, dtype=np.object_)
+    for row in range(order.shape[0]):
+        for col, index in enumerate(order[row]):
+            label = labels[index] if index < len(labels) else ""
+            out[row, col] = f"{scores[row, index]:f}:{index}:{label}".encode()
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32. (batch, classes) -> (batch, classes)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted, dtype=np.float32)
+    return exp / exp.sum(axis=1, keepdims=True)

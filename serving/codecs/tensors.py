@@ -1,0 +1,179 @@
+"""Tensor contents <-> numpy for both transports.
+
+Raw contents (gRPC ``raw_input_contents``, HTTP binary extension) are decoded with
+``np.frombuffer``: a read-only view of the received buffer, no copy. The byte length must
+equal prod(shape) x itemsize; BYTES elements are a 4-byte little-endian length then the bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from serving.errors import InvalidInput
+
+# v2 datatype -> little-endian numpy dtype (BF16 travels as its raw 16-bit pattern).
+NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "BF16": np.dtype("<u2"),
+}
+DATATYPES = (*NUMPY_DTYPES, "BYTES")
+_V2_OF_KIND = {np.dtype(v).str: k for k, v in NUMPY_DTYPES.items() if k != "BF16"}
+MAX_ELEMENTS = 1 << 31
+_LEN = struct.Struct("<I")
+
+
+def datatype_of(array: np.ndarray) -> str:
+    """The v2 datatype of a numpy array (object arrays are BYTES)."""
+    if array.dtype == np.object_:
+        return "BYTES"
+    name = _V2_OF_KIND.get(array.dtype.newbyteorder("<").str if array.dtype.byteorder == ">" else array.dtype.str)
+    if name is None:
+        raise InvalidInput(f"unsupported numpy dtype {array.dtype}")
+    return name
+
+
+def check_datatype(datatype: str, name: str) -> None:
+    if datatype not in DATATYPES:
+        raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r} (expected one of {', '.join(DATATYPES)})")
+
+
+def element_count(shape: Sequence[int], name: str) -> int:
+    """prod(shape), refusing negative dims and absurd sizes."""
+    dims = [int(d) for d in shape]
+    if any(d < 0 for d in dims):
+        raise InvalidInput(f"input {name!r}: negative dimension in shape {dims}")
+    count = math.prod(dims)
+    if count > MAX_ELEMENTS:
+        raise InvalidInput(f"input {name!r}: shape {dims} has {count} elements, more than {MAX_ELEMENTS}")
+    return count
+
+
+def decode_raw(datatype: str, shape: Sequence[int], raw: bytes | memoryview, name: str) -> np.ndarray:
+    """Raw little-endian contents -> array of ``shape`` (a view of ``raw``, no copy)."""
+    check_datatype(datatype, name)
+    count = element_count(shape, name)
+    if datatype == "BYTES":
+        return decode_bytes_raw(raw, shape, count, name)
+    dtype = NUMPY_DTYPES[datatype]
+    expected = count * dtype.itemsize
+    if len(raw) != expected:
+        raise InvalidInput(
+            f"input {name!r}: raw contents hold {len(raw)} bytes but shape {list(shape)} x {datatype} needs {expected}"
+        )
+    return np.frombuffer(raw, dtype=dtype, count=count).reshape(tuple(shape))
+
+
+def decode_bytes_raw(raw: bytes | memoryview, shape: Sequence[int], count: int, name: str) -> np.ndarray:
+    """Length-prefixed BYTES elements -> object array of bytes."""
+    view = memoryview(raw)
+    total = len(view)
+    items: list[bytes] = []
+    offset = 0
+    while offset < total:
+        if offset + 4 > total:
+            raise InvalidInput(f"input {name!r}: BYTES contents end inside a 4-byte length prefix")
+        (length,) = _LEN.unpack_from(view, offset)
+        offset += 4
+        if offset + length > total:
+            raise InvalidInput(
+                f"input {name!r}: BYTES element {len(items)} claims {length} bytes but only {total - offset} remain"
+            )
+        items.append(bytes(view[offset : offset + length]))
+        offset += length
+        if len(items) > count:
+            break
+    if len(items) != count:
+        raise InvalidInput(f"input {name!r}: {len(items)} BYTES elements for shape {list(shape)} ({count} expected)")
+    return bytes_array(items, shape)
+
+
+def bytes_array(items: Sequence[bytes], shape: Sequence[int]) -> np.ndarray:
+    out = np.empty(len(items), dtype=np.object_)
+    out[:] = items
+    return out.reshape(tuple(shape))
+
+
+def encode_bytes_raw(array: np.ndarray) -> bytes:
+    """Object array of bytes/str -> length-prefixed raw contents (row-major)."""
+    parts: list[bytes] = []
+    for item in array.reshape(-1):
+        data = item.encode() if isinstance(item, str) else bytes(item)
+        parts.append(_LEN.pack(len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def to_raw(array: np.ndarray) -> bytes:
+    """Array -> raw little-endian contents (one copy, the wire's)."""
+    if array.dtype == np.object_:
+        return encode_bytes_raw(array)
+    return np.ascontiguousarray(array).tobytes()
+
+
+def decode_list(datatype: str, shape: Sequence[int], data: Any, name: str) -> np.ndarray:
+    """A flat or nested list (JSON ``data``, gRPC typed contents) -> array of ``shape``."""
+    check_datatype(datatype, name)
+    count = element_count(shape, name)
+    if datatype in ("FP16", "BF16") and not isinstance(data, list):
+        raise InvalidInput(f"input {name!r}: {datatype} travels only as raw bytes")
+    if datatype == "BYTES":
+        flat = list(_flatten(data, name))
+        if len(flat) != count:
+            raise InvalidInput(f"input {name!r}: {len(flat)} elements for shape {list(shape)} ({count} expected)")
+        items = [_as_bytes(item, name) for item in flat]
+        return bytes_array(items, shape)
+    if datatype == "BF16":
+        raise InvalidInput(f"input {name!r}: BF16 travels only as raw bytes")
+    dtype = NUMPY_DTYPES[datatype]
+    try:
+        array = np.asarray(data)
+        if array.dtype == np.object_ or array.dtype.kind in "USV":
+            raise ValueError("non-numeric or ragged data")
+        if datatype == "BOOL" and array.size and array.dtype != np.bool_:
+            raise ValueError("BOOL data must be true/false")
+        if dtype.kind in "iu" and array.size and array.dtype.kind == "f":
+            raise ValueError("integer tensor given non-integer values")
+        if array.size and dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if array.min() < info.min or array.max() > info.max:
+                raise ValueError(f"values out of range for {datatype}")
+        array = array.astype(dtype, copy=False)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidInput(f"input {name!r}: data does not fit {datatype}: {exc}") from None
+    if array.size != count:
+        raise InvalidInput(f"input {name!r}: {array.size} elements for shape {list(shape)} ({count} expected)")
+    return array.reshape(tuple(shape))
+
+
+def _flatten(data: Any, name: str, depth: int = 0) -> Any:
+    if depth > 32:
+        raise InvalidInput(f"input {name!r}: data nested deeper than 32 levels")
+    if isinstance(data, list | tuple):
+        for item in data:
+            yield from _flatten(item, name, depth + 1)
+    else:
+        yield data
+
+
+def _as_bytes(item: Any, name: str) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str):
+        return item.encode("utf-8")
+    raise InvalidInput(f"input {name!r}: BYTES elements must be strings, got {type(item).__name__}")

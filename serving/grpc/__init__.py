@@ -1,0 +1,1 @@
+"""gRPC transport: OIP v2 GRPCInferenceService, the explain extension, health, reflection."""

@@ -1,0 +1,97 @@
+"""protobuf <-> :mod:`serving.types` (the only thing the gRPC transport does besides calling the data plane)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from serving.codecs.tensors import decode_list, decode_raw, to_raw
+from serving.errors import InvalidInput
+from serving.protogen import inference_pb2 as pb
+from serving.types import InferenceRequest, InferenceResponse, RequestedOutput, Tensor
+
+# v2 datatype -> InferTensorContents field holding it
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def parameters_of(params: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, param in params.items():
+        which = param.WhichOneof("parameter_choice")
+        out[key] = getattr(param, which) if which else None
+    return out
+
+
+def set_parameters(target: Any, params: Mapping[str, Any]) -> None:
+    for key, value in params.items():
+        param = target[key]
+        if isinstance(value, bool):
+            param.bool_param = value
+        elif isinstance(value, int):
+            if value >= 0 and value >= 1 << 63:
+                param.uint64_param = value
+            else:
+                param.int64_param = value
+        elif isinstance(value, float):
+            param.double_param = value
+        else:
+            param.string_param = str(value)
+
+
+def to_request(message: pb.ModelInferRequest, time_remaining: float | None) -> InferenceRequest:
+    raw = message.raw_input_contents
+    if raw and len(raw) != len(message.inputs):
+        raise InvalidInput(f"{len(raw)} raw_input_contents for {len(message.inputs)} inputs (one each expected)")
+    inputs: list[Tensor] = []
+    for index, tensor in enumerate(message.inputs):
+        shape = list(tensor.shape)
+        data = decode_raw(tensor.datatype, shape, raw[index], tensor.name) if raw else _from_contents(tensor, shape)
+        inputs.append(Tensor(tensor.name, tensor.datatype, data, parameters_of(tensor.parameters)))
+    outputs = [RequestedOutput(o.name, parameters_of(o.parameters)) for o in message.outputs] or None
+    return InferenceRequest(
+        model=message.model_name,
+        version=message.model_version,
+        id=message.id,
+        inputs=inputs,
+        outputs=outputs,
+        parameters=parameters_of(message.parameters),
+        deadline=None if time_remaining is None else time.monotonic() + time_remaining,
+    )
+
+
+def _from_contents(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[int]) -> np.ndarray:
+    field = CONTENTS_FIELD.get(tensor.datatype)
+    if field is None:
+        decode_list(tensor.datatype, shape, None, tensor.name)  # raises the right error
+        raise InvalidInput(f"input {tensor.name!r}: {tensor.datatype} travels only in raw_input_contents")
+    return decode_list(tensor.datatype, shape, list(getattr(tensor.contents, field)), tensor.name)
+
+
+def from_response(response: InferenceResponse) -> pb.ModelInferResponse:
+    """Outputs always travel as raw contents (what tritonclient and Triton use)."""
+    message = pb.ModelInferResponse(model_name=response.model, model_version=response.version, id=response.id)
+    set_parameters(message.parameters, response.parameters)
+    raws: list[bytes] = []
+    for tensor in response.outputs:
+        out = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.data.shape)
+        params = {k: v for k, v in tensor.parameters.items() if k not in ("binary_data", "classification")}
+        set_parameters(out.parameters, params)
+        raws.append(to_raw(tensor.data))
+    message.raw_output_contents.extend(raws)
+    return message

@@ -1,0 +1,146 @@
+"""grpc.aio servicers: convert, call the data plane once, map errors with the one table."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+
+from serving.dataplane import DataPlane
+from serving.errors import ServingError, status_of
+from serving.grpc.convert import from_response, to_request
+from serving.protogen import explain_pb2_grpc
+from serving.protogen import inference_pb2 as pb
+from serving.protogen import inference_pb2_grpc as pb_grpc
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+
+
+def mapped_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Turn any exception into the gRPC status of the error table (generic INTERNAL for bugs)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        try:
+            return await method(self, request, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            _, code, message = status_of(exc)
+            await context.abort(code, message)
+            raise  # unreachable: abort raises
+
+    return wrapper
+
+
+def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
+def _tensor_metadata(specs: list[dict[str, Any]]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+    return [
+        pb.ModelMetadataResponse.TensorMetadata(name=s["name"], datatype=s["datatype"], shape=s["shape"]) for s in specs
+    ]
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+
+    @mapped_errors
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self.dataplane.live())
+
+    @mapped_errors
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.dataplane.ready())
+
+    @mapped_errors
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self.dataplane.model_ready(request.name, request.version))
+
+    @mapped_errors
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(**self.dataplane.server_metadata())
+
+    @mapped_errors
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        meta = self.dataplane.model_metadata(request.name, request.version)
+        return pb.ModelMetadataResponse(
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
+            inputs=_tensor_metadata(meta["inputs"]),
+            outputs=_tensor_metadata(meta["outputs"]),
+        )
+
+    @mapped_errors
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        response = await self.dataplane.infer(to_request(request, context.time_remaining()), "grpc")
+        return from_response(response)
+
+    @mapped_errors
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        await self.dataplane.load(request.model_name, _authorization(context))
+        return pb.RepositoryModelLoadResponse(model_name=request.model_name, isLoaded=True)
+
+    @mapped_errors
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        await self.dataplane.unload(request.model_name, _authorization(context))
+        return pb.RepositoryModelUnloadResponse(model_name=request.model_name, isUnloaded=True)
+
+
+class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+
+    @mapped_errors
+    async def ModelExplain(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        response = await self.dataplane.explain(to_request(request, context.time_remaining()), "grpc")
+        return from_response(response)
+
+
+class HealthTracker:
+    """grpc.health.v1 statuses: "" for the server, one per model name; NOT_SERVING until warm and while draining."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+        self.servicer = HealthServicer()
+        self.servicer._server_status[""] = health_pb2.HealthCheckResponse.NOT_SERVING
+        # Liveness (k8s livenessProbe): SERVING while the process answers, even with models unready.
+        self.servicer._server_status["inference.GRPCInferenceService"] = health_pb2.HealthCheckResponse.SERVING
+
+    async def refresh(self) -> None:
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.servicer.set("", serving if self.dataplane.ready() else not_serving)
+        names = set(self.dataplane.repository.models) | set(self.dataplane.repository.wanted_models())
+        names |= {s.name for s in self.dataplane.repository.states.values()}
+        for name in sorted(names):
+            try:
+                ready = self.dataplane.model_ready(name)
+            except ServingError:  # not loaded (yet)
+                ready = False
+            await self.servicer.set(name, serving if ready else not_serving)
+
+    def schedule_refresh(self, _name: str = "") -> None:
+        asyncio.get_running_loop().create_task(self.refresh())
+
+    async def shutdown(self) -> None:
+        await self.refresh()
+        await self.servicer.enter_graceful_shutdown()

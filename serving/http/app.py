@@ -1,0 +1,191 @@
+"""The Starlette app: every OIP v2 REST route of protocol.md, explain, /metrics.
+
+Handlers only convert and make one data-plane call; errors leave through the one table as
+``{"error": "..."}``. ``/`` stays free: a static page folder (``settings.static_dir``, or
+``serving/static/`` when present) is mounted there for the demo.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from serving.dataplane import DataPlane
+from serving.errors import InvalidInput, PayloadTooLarge, status_of
+from serving.http.convert import HEADER_LENGTH, from_response, to_request
+from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+
+JSON = "application/json"
+DEFAULT_STATIC = Path(__file__).resolve().parent.parent / "static"
+ACCEPTED_CONTENT_TYPES = ("", "application/json", "application/octet-stream")
+Endpoint = Callable[[Any, Request], Awaitable[Response]]
+
+
+def json_response(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type=JSON)
+
+
+def error_response(exc: BaseException) -> Response:
+    http_status, _, message = status_of(exc)
+    return json_response({"error": message}, http_status)
+
+
+def mapped_errors(handler: Endpoint) -> Endpoint:
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Request) -> Response:
+        try:
+            return await handler(self, request)
+        except Exception as exc:
+            return error_response(exc)
+
+    return wrapper
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes (413) and undoing gzip/deflate."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "").lower()
+    if encoding in ("gzip", "deflate"):
+        body = _inflate(body, encoding, limit)
+    elif encoding not in ("", "identity"):
+        raise InvalidInput(f"unsupported Content-Encoding {encoding!r} (use gzip, deflate or none)")
+    return body
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"body is not valid {encoding} data ({exc})") from None
+    if len(out) > limit:
+        raise PayloadTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
+    return out
+
+
+class RestApi:
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+        self.limit = dataplane.settings.max_message_size
+
+    def routes(self) -> list[BaseRoute]:
+        model = "/v2/models/{model}"
+        versioned = "/v2/models/{model}/versions/{version}"
+        return [
+            Route("/v2", self.server_metadata, methods=["GET"]),
+            Route("/v2/health/live", self.live, methods=["GET"]),
+            Route("/v2/health/ready", self.ready, methods=["GET"]),
+            *(Route(p, self.model_metadata, methods=["GET"]) for p in (model, versioned)),
+            *(Route(p + "/ready", self.model_ready, methods=["GET"]) for p in (model, versioned)),
+            *(Route(p + "/infer", self.infer, methods=["POST"]) for p in (model, versioned)),
+            *(Route(p + "/explain", self.explain, methods=["POST"]) for p in (model, versioned)),
+            Route("/v2/repository/index", self.index, methods=["POST", "GET"]),
+            Route("/v2/repository/models/{model}/load", self.load, methods=["POST"]),
+            Route("/v2/repository/models/{model}/unload", self.unload, methods=["POST"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+        ]
+
+    @mapped_errors
+    async def server_metadata(self, request: Request) -> Response:
+        return json_response(self.dataplane.server_metadata())
+
+    @mapped_errors
+    async def live(self, request: Request) -> Response:
+        live = self.dataplane.live()
+        return json_response({"live": live}, 200 if live else 503)
+
+    @mapped_errors
+    async def ready(self, request: Request) -> Response:
+        ready = self.dataplane.ready()
+        return json_response({"ready": ready}, 200 if ready else 503)
+
+    @mapped_errors
+    async def model_metadata(self, request: Request) -> Response:
+        params = request.path_params
+        return json_response(self.dataplane.model_metadata(params["model"], params.get("version", "")))
+
+    @mapped_errors
+    async def model_ready(self, request: Request) -> Response:
+        params = request.path_params
+        ready = self.dataplane.model_ready(params["model"], params.get("version", ""))
+        return json_response({"name": params["model"], "ready": ready}, 200 if ready else 503)
+
+    async def _infer_like(self, request: Request, explain: bool) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in ACCEPTED_CONTENT_TYPES:
+            raise InvalidInput(f"unsupported Content-Type {content_type!r} (send application/json)")
+        body = await read_body(request, self.limit)
+        params = request.path_params
+        infer_request = to_request(body, request.headers.get(HEADER_LENGTH), params["model"], params.get("version", ""))
+        if explain:
+            response = await self.dataplane.explain(infer_request, "http")
+        else:
+            response = await self.dataplane.infer(infer_request, "http")
+        content, header_length = from_response(response, infer_request)
+        if header_length is None:
+            return Response(content, media_type=JSON)
+        return Response(
+            content,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(header_length)},
+        )
+
+    @mapped_errors
+    async def infer(self, request: Request) -> Response:
+        return await self._infer_like(request, explain=False)
+
+    @mapped_errors
+    async def explain(self, request: Request) -> Response:
+        return await self._infer_like(request, explain=True)
+
+    @mapped_errors
+    async def index(self, request: Request) -> Response:
+        return json_response(self.dataplane.index(request.headers.get("authorization")))
+
+    @mapped_errors
+    async def load(self, request: Request) -> Response:
+        await self.dataplane.load(request.path_params["model"], request.headers.get("authorization"))
+        return json_response({"model_name": request.path_params["model"], "isLoaded": True})
+
+    @mapped_errors
+    async def unload(self, request: Request) -> Response:
+        await self.dataplane.unload(request.path_params["model"], request.headers.get("authorization"))
+        return json_response({"model_name": request.path_params["model"], "isUnloaded": True})
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.dataplane.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = "no such route" if exc.status_code == 404 else str(exc.detail)
+    return json_response({"error": message}, exc.status_code)
+
+
+def build_app(dataplane: DataPlane) -> Starlette:
+    routes = RestApi(dataplane).routes()
+    static = dataplane.settings.static_dir or (DEFAULT_STATIC if DEFAULT_STATIC.is_dir() else None)
+    if static is not None:
+        routes.append(Mount("/", app=StaticFiles(directory=str(static), html=True), name="static"))
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})

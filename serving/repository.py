@@ -1,0 +1,194 @@
+"""The served models: several models and versions at once, load/unload, readiness.
+
+A version becomes ready only after its bundle verified (sha256), its runtime loaded and a
+warm-up inference ran. Requests without a version go to the highest ready version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from lumenserve.bundle import BundleError, check_model_name, list_models, list_versions, load_bundle
+from serving.batching import Batcher, BatchPolicy
+from serving.errors import InvalidInput, ModelNotFound, Unavailable
+from serving.metrics import ServingMetrics
+from serving.model import LoadedModel
+from serving.runtimes import load_runtime
+from serving.settings import ServingSettings
+
+log = logging.getLogger("lumenserve.serving")
+StateListener = Callable[[str], None]
+
+
+@dataclass
+class VersionState:
+    name: str
+    version: str
+    state: str  # LOADING, READY, UNAVAILABLE
+    reason: str = ""
+
+
+class ModelRepository:
+    def __init__(self, settings: ServingSettings, metrics: ServingMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.models: dict[str, dict[str, LoadedModel]] = {}
+        self.states: dict[tuple[str, str], VersionState] = {}
+        self.listeners: list[StateListener] = []
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # ---- lookup -------------------------------------------------------------------------
+    def get(self, name: str, version: str = "") -> LoadedModel:
+        """The ready model version (highest when ``version`` is empty)."""
+        versions = self.models.get(name)
+        if not versions:
+            state = next((s for s in self.states.values() if s.name == name and s.state == "LOADING"), None)
+            if state is not None:
+                raise Unavailable(f"model {name!r} is loading")
+            raise ModelNotFound(f"unknown model {name!r}")
+        if not version:
+            ready = [m for m in versions.values() if m.ready]
+            if not ready:
+                raise Unavailable(f"model {name!r} is not ready")
+            return max(ready, key=lambda m: int(m.version))
+        model = versions.get(version)
+        if model is None:
+            raise ModelNotFound(f"model {name!r} has no version {version!r} (loaded: {sorted(versions)})")
+        if not model.ready:
+            raise Unavailable(f"model {name!r} version {version} is not ready")
+        return model
+
+    def versions_of(self, name: str) -> list[str]:
+        return sorted(self.models.get(name, {}), key=int)
+
+    def ready_names(self) -> list[str]:
+        return [n for n, vs in self.models.items() if any(m.ready for m in vs.values())]
+
+    def all_ready(self) -> bool:
+        wanted = self.wanted_models()
+        return all(n in self.ready_names() for n in wanted) and bool(self.models)
+
+    def wanted_models(self) -> list[str]:
+        return list(self.settings.models) or list_models(self.settings.repository)
+
+    def index(self) -> list[dict[str, str]]:
+        """Every model version on disk with its state (Triton's repository index shape)."""
+        rows: dict[tuple[str, str], dict[str, str]] = {}
+        try:
+            on_disk = list_models(self.settings.repository)
+        except BundleError:
+            on_disk = []
+        for name in on_disk:
+            for version in list_versions(self.settings.repository / name):
+                rows[(name, str(version))] = {"name": name, "version": str(version), "state": "UNAVAILABLE"}
+        for key, state in self.states.items():
+            rows[key] = {"name": state.name, "version": state.version, "state": state.state}
+            if state.reason:
+                rows[key]["reason"] = state.reason
+        return [rows[k] for k in sorted(rows)]
+
+    # ---- load / unload ------------------------------------------------------------------
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def load(self, name: str) -> None:
+        """(Re)load every version of ``name`` found on disk; old versions keep serving meanwhile."""
+        try:
+            check_model_name(name)
+        except BundleError as exc:
+            raise InvalidInput(str(exc)) from None
+        model_dir = self.settings.repository / name
+        versions = list_versions(model_dir)
+        if not versions:
+            raise ModelNotFound(f"model {name!r} is not in the repository")
+        async with self._lock(name):
+            loaded: dict[str, LoadedModel] = {}
+            errors: list[str] = []
+            for number in versions:
+                try:
+                    loaded[str(number)] = await self._load_version(name, str(number))
+                except BundleError as exc:
+                    errors.append(str(exc))
+            if not loaded:
+                raise InvalidInput(f"model {name!r} failed to load: {'; '.join(errors)}")
+            old = self.models.get(name, {})
+            self.models[name] = loaded
+            self._notify(name)
+            for version, model in old.items():
+                await self._retire(model, keep_state=version in loaded)
+
+    async def _load_version(self, name: str, version: str) -> LoadedModel:
+        key = (name, version)
+        self.states[key] = VersionState(name, version, "LOADING")
+        start = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        folder = self.settings.repository / name / version
+        try:
+            model = await loop.run_in_executor(None, self._build, folder)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, BundleError) else f"load failed: {exc!r}"
+            log.error("model %s version %s failed to load: %s", name, version, reason)
+            self.states[key] = VersionState(name, version, "UNAVAILABLE", reason)
+            raise BundleError(reason) from exc
+        labels = self.metrics.for_model(name, version)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"compute-{name}-{version}")
+        model.executor = executor
+        policy = BatchPolicy(
+            max_batch_size=self.settings.max_batch_size,
+            max_queue_delay=self.settings.max_queue_delay,
+            max_queue_size=self.settings.max_queue_size,
+            pad_values={"input_ids": model.text_codec.pad_id} if model.text_codec else {},
+            dynamic_output_dims={
+                spec.name: [i for i, d in enumerate(spec.shape) if d == -1 and i > 0] for spec in model.manifest.outputs
+            },
+        )
+        model.batcher = Batcher(model.runtime.predict, policy, labels, executor)
+        model.batcher.start()
+        model.load_seconds = time.perf_counter() - start
+        model.ready = True
+        self.metrics.model_load_seconds.labels(name, version).set(model.load_seconds)
+        self.metrics.model_ready.labels(name, version).set(1)
+        self.states[key] = VersionState(name, version, "READY")
+        log.info("model %s version %s ready in %.2f s (%s)", name, version, model.load_seconds, model.runtime.kind)
+        return model
+
+    def _build(self, folder: object) -> LoadedModel:
+        bundle = load_bundle(folder)  # type: ignore[arg-type]
+        runtime = load_runtime(bundle, self.settings)
+        model = LoadedModel(bundle, runtime, self.settings)
+        model.warm_up()
+        return model
+
+    async def unload(self, name: str) -> None:
+        async with self._lock(name):
+            versions = self.models.pop(name, None)
+            if versions is None:
+                raise ModelNotFound(f"model {name!r} is not loaded")
+            self._notify(name)
+            for model in versions.values():
+                await self._retire(model, keep_state=False)
+
+    async def _retire(self, model: LoadedModel, *, keep_state: bool) -> None:
+        model.ready = False
+        if model.batcher is not None:
+            await model.batcher.stop()
+        key = (model.name, model.version)
+        if model.executor is not None:
+            model.executor.shutdown(wait=True)
+        model.runtime.close()
+        if not keep_state:
+            self.states[key] = VersionState(model.name, model.version, "UNAVAILABLE", "unloaded")
+            self.metrics.model_ready.labels(model.name, model.version).set(0)
+
+    async def close(self) -> None:
+        for name in list(self.models):
+            await self.unload(name)
+
+    def _notify(self, name: str) -> None:
+        for listener in self.listeners:
+            listener(name)

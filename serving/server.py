@@ -1,0 +1,163 @@
+"""One asyncio process serving gRPC and HTTP through one data plane.
+
+Startup: bind both ports (live at once), load and warm the models (ready after), print the
+ready line. SIGTERM/SIGINT: readiness turns NOT_SERVING first, both transports stop taking
+new requests, every accepted request is answered, and the process exits within
+``grace_period``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import signal
+import socket
+import time
+from typing import Any
+
+import uvicorn
+
+from lumenserve.bundle import BundleError
+from serving.dataplane import DataPlane, ExplainBackend
+from serving.grpc.server import build_grpc_server
+from serving.grpc.servicer import HealthTracker
+from serving.http.app import build_app
+from serving.metrics import ServingMetrics
+from serving.repository import ModelRepository
+from serving.settings import ServingSettings
+
+log = logging.getLogger("lumenserve.serving")
+EXPLAIN_BACKEND_MODULE = "serving.explain_backend"
+
+
+def discover_explain_backend(settings: ServingSettings, metrics: ServingMetrics) -> ExplainBackend | None:
+    """``serving.explain_backend``'s ``create_explain_backend`` or ``ExplainBackend``, called with
+    whichever of ``settings`` / ``metrics`` it accepts; None when the module is absent."""
+    try:
+        module = importlib.import_module(EXPLAIN_BACKEND_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name == EXPLAIN_BACKEND_MODULE:
+            return None
+        log.exception("explain backend failed to import; explain answers UNIMPLEMENTED")
+        return None
+    factory = getattr(module, "create_explain_backend", None) or getattr(module, "ExplainBackend", None)
+    if factory is None:
+        log.error("%s has neither create_explain_backend nor ExplainBackend", EXPLAIN_BACKEND_MODULE)
+        return None
+    available: dict[str, Any] = {"settings": settings, "metrics": metrics}
+    accepted = inspect.signature(factory).parameters
+    backend: ExplainBackend = factory(**{k: v for k, v in available.items() if k in accepted})
+    return backend
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handlers (the server drains both transports itself)."""
+
+    def capture_signals(self) -> Any:
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+class LumenServer:
+    def __init__(self, settings: ServingSettings, explain_backend: ExplainBackend | None = None) -> None:
+        self.settings = settings
+        self.metrics = ServingMetrics()
+        self.repository = ModelRepository(settings, self.metrics)
+        backend = explain_backend if explain_backend is not None else discover_explain_backend(settings, self.metrics)
+        self.dataplane = DataPlane(settings, self.repository, self.metrics, backend)
+        self.health = HealthTracker(self.dataplane)
+        self.repository.listeners.append(self.health.schedule_refresh)
+        self.grpc_port = 0
+        self.http_port = 0
+        self._grpc: Any = None
+        self._http: _Uvicorn | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Task[None] | None = None
+        self.stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        """Bind both transports, then load and warm every model."""
+        settings = self.settings
+        if not settings.repository.is_dir():
+            raise BundleError(f"model repository {settings.repository} does not exist")
+        self._grpc, self.grpc_port = build_grpc_server(self.dataplane, self.health, settings)
+        await self._grpc.start()
+        sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.host, settings.http_port))
+        sock.listen(2048)
+        sock.setblocking(False)
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            build_app(self.dataplane),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            http="httptools",
+            loop="none",
+            timeout_keep_alive=30,
+            ssl_certfile=str(settings.tls_cert) if settings.tls_cert and settings.tls_key else None,
+            ssl_keyfile=str(settings.tls_key) if settings.tls_cert and settings.tls_key else None,
+        )
+        self._http = _Uvicorn(config)
+        self._http_task = asyncio.get_running_loop().create_task(self._http.serve(sockets=[sock]))
+        while not self._http.started:
+            if self._http_task.done():
+                await self._http_task
+                raise RuntimeError("HTTP server stopped during startup")
+            await asyncio.sleep(0.01)
+        await self.health.refresh()
+        for name in self.repository.wanted_models():
+            await self.repository.load(name)
+        if any(m.runtime.device.startswith("cuda") for vs in self.repository.models.values() for m in vs.values()):
+            self.metrics.enable_gpu_memory()
+        await self.health.refresh()
+
+    def ready_line(self) -> str:
+        host = self.settings.host
+        models = ", ".join(f"{n}:{','.join(self.repository.versions_of(n))}" for n in sorted(self.repository.models))
+        return f"lumenserve ready: http://{host}:{self.http_port} grpc={host}:{self.grpc_port} models=[{models}]"
+
+    def request_stop(self) -> None:
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(self.stop())
+
+    async def stop(self) -> None:
+        """Drain: NOT_SERVING first, answer accepted requests, stop within the grace period."""
+        deadline = time.monotonic() + self.settings.grace_period
+        self.dataplane.draining = True
+        await self.health.shutdown()
+        log.info("draining: readiness NOT_SERVING, waiting for %d request(s)", self.dataplane._inflight)
+        remaining = max(0.1, deadline - time.monotonic() - 0.5)
+        if self._http is not None:
+            self._http.should_exit = True
+        stops = [self._grpc.stop(remaining)] if self._grpc is not None else []
+        if self._http_task is not None:
+            stops.append(asyncio.wait_for(asyncio.shield(self._http_task), remaining))
+        results = await asyncio.gather(*stops, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, TimeoutError):
+                log.warning("transport stop: %r", result)
+        if self._http is not None and self._http_task is not None and not self._http_task.done():
+            self._http.force_exit = True
+            await asyncio.gather(self._http_task, return_exceptions=True)
+        await self.dataplane.wait_idle(max(0.0, deadline - time.monotonic() - 0.2))
+        await self.repository.close()
+        self.dataplane.pool.shutdown(wait=False, cancel_futures=True)
+        self.stopped.set()
+
+    async def serve_forever(self, on_ready: Any = None) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        if on_ready is not None:
+            on_ready(self)
+        await self.stopped.wait()

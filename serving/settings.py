@@ -1,0 +1,128 @@
+"""All serving settings in one pydantic-settings class.
+
+Precedence (highest first): CLI flags, ``LUMENSERVE_*`` environment variables, the optional
+YAML/JSON config file (``--config`` or ``LUMENSERVE_CONFIG``), the defaults below.
+Every field is documented in docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+RuntimeName = Literal["onnx", "torchscript"]
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+MiB = 1 << 20
+
+
+class ServingSettings(BaseSettings):
+    """Settings of ``lumenserve serve`` (env prefix ``LUMENSERVE_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LUMENSERVE_", extra="forbid", validate_default=True)
+
+    repository: Path = Path("model_repository")
+    """Model repository folder holding ``NAME/VERSION/`` bundles."""
+    models: list[str] = []
+    """Model names to load at startup; empty loads every model in the repository."""
+    host: str = "127.0.0.1"
+    """Address both transports bind to. Default loopback; use 0.0.0.0 only behind a firewall."""
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    """HTTP (REST) port; 0 picks a free port (printed in the ready line)."""
+    grpc_port: int = Field(default=8081, ge=0, le=65535)
+    """gRPC port; 0 picks a free port (printed in the ready line)."""
+    device: str = "auto"
+    """auto (first GPU when present, else CPU), cpu, cuda or cuda:N."""
+    runtime: RuntimeName = "onnx"
+    """Default runtime for every model: onnx (ONNX Runtime) or torchscript."""
+    model_runtimes: dict[str, RuntimeName] = {}
+    """Per-model runtime override, e.g. {"tiny-text": "torchscript"}."""
+    intra_op_threads: int = Field(default=0, ge=0)
+    """ONNX Runtime / torch intra-op threads per model (0: one per physical core)."""
+    inter_op_threads: int = Field(default=1, ge=1)
+    """ONNX Runtime inter-op threads per model."""
+    omp_wait_policy: Literal["PASSIVE", "ACTIVE", ""] = "PASSIVE"
+    """OMP_WAIT_POLICY set before torch loads (PASSIVE stops torch's idle OpenMP threads from
+    spinning against ONNX Runtime); "" leaves the environment alone."""
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    """Most rows one model call may carry; a single request above it is refused (400)."""
+    max_queue_delay: float = Field(default=0.0, ge=0, le=1.0)
+    """Seconds the batcher waits for more requests after the first one arrives. 0: no wait,
+    batches form from whatever queued while the previous batch ran (measured best for
+    closed-loop clients; see docs/serving.md)."""
+    max_queue_size: int = Field(default=256, ge=1)
+    """Requests waiting per model beyond which new ones get UNAVAILABLE/503 at once."""
+    default_timeout: float = Field(default=30.0, gt=0)
+    """Seconds a request may wait for the model; the `timeout` request parameter
+    (microseconds) or the gRPC deadline can shorten it. Expired requests never run."""
+    max_message_size: int = Field(default=64 * MiB, ge=MiB)
+    """Largest gRPC message / HTTP body in bytes; above it RESOURCE_EXHAUSTED/413."""
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    """Images declaring more pixels than this are refused before decoding (bomb guard)."""
+    image_draft: bool = True
+    """Decode JPEGs at reduced size (DCT scaling) when the target size allows it."""
+    max_text_chars: int = Field(default=100_000, ge=1)
+    """Longest text element accepted (characters) before tokenisation."""
+    repository_token: str = ""
+    """Bearer token for the repository API (load/unload/index); empty disables the API."""
+    grace_period: float = Field(default=30.0, gt=0)
+    """Seconds SIGTERM waits for accepted requests before the process exits."""
+    tls_cert: Path | None = None
+    """PEM certificate for TLS on both transports (with tls_key)."""
+    tls_key: Path | None = None
+    """PEM private key for TLS on both transports."""
+    explain_max_concurrency: int = Field(default=1, ge=1)
+    """Explanations computed at once (explain has its own cap so predictions keep flowing)."""
+    explain_max_queue: int = Field(default=16, ge=0)
+    """Explanations allowed to wait for a slot; beyond it UNAVAILABLE/503."""
+    preprocess_threads: int = Field(default=0, ge=0)
+    """Threads decoding images / tokenising texts (0: one per CPU)."""
+    static_dir: Path | None = None
+    """Folder served at ``/`` (the demo page); default ``serving/static`` when present."""
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not DEVICE_PATTERN.match(value):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):  # LUMENSERVE_MODELS=a,b
+            return [m.strip() for m in value.split(",") if m.strip()]
+        return value
+
+    def runtime_for(self, model: str) -> RuntimeName:
+        return self.model_runtimes.get(model, self.runtime)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML (.yaml/.yml) or JSON config file as a dict of setting values."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the config file must hold a mapping of settings")
+    return data
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> ServingSettings:
+    """Defaults < config file < environment < ``overrides`` (None values are ignored)."""
+    config_file = config_file or os.environ.get("LUMENSERVE_CONFIG") or None
+    from_file = read_config_file(config_file) if config_file else {}
+    from_env = ServingSettings()  # fields set here came from LUMENSERVE_* variables
+    env_values = {k: getattr(from_env, k) for k in from_env.model_fields_set}
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    return ServingSettings(**{**from_file, **env_values, **explicit})

@@ -1,0 +1,470 @@
+// lumenserve showcase page. Talks only to the public REST API:
+//   POST /v2/repository/index, GET /v2/models/{m}, POST .../infer, POST .../explain,
+//   GET /v2/models/{m}/versions/{v}/report (the bundle's training report, read-only).
+// Images travel raw through the binary tensor extension (BYTES `image`), text as BYTES `text`.
+import { METHODS, methodsFor } from "./methods.js";
+
+const $ = (id) => document.getElementById(id);
+const TOP_K = 5;
+const SAMPLE_SENTENCES = [
+  "A warm, funny and beautifully acted film that stays with you.",
+  "Dull, overlong and completely forgettable.",
+  "The plot is thin but the performances carry it.",
+];
+const state = { models: [], model: null, input: null, classes: [] };
+
+// ---------- HTTP helpers ----------
+async function call(path, init = {}) {
+  const response = await fetch(path, init);
+  const text = await response.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch { body = null; }
+  if (!response.ok) {
+    const message = (body && body.error) || text || response.statusText;
+    const error = new Error(`${response.status}: ${message}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+const enc = (name) => encodeURIComponent(name);
+const modelPath = (m) => `/v2/models/${enc(m.name)}/versions/${enc(m.version)}`;
+
+// One raw BYTES element: 4-byte little-endian length, then the bytes.
+function bytesElement(bytes) {
+  const out = new Uint8Array(4 + bytes.length);
+  new DataView(out.buffer).setUint32(0, bytes.length, true);
+  out.set(bytes, 4);
+  return out;
+}
+
+// The v2 request for the current input, as fetch() options (binary extension for images).
+function requestFor(input, extra) {
+  if (input.kind === "text") {
+    const header = { inputs: [{ name: "text", shape: [1], datatype: "BYTES", data: [input.text] }], ...extra };
+    return { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(header) };
+  }
+  const element = bytesElement(input.bytes);
+  const header = {
+    inputs: [{ name: "image", shape: [1], datatype: "BYTES", parameters: { binary_data_size: element.length } }],
+    ...extra,
+  };
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  return {
+    method: "POST",
+    headers: { "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": String(json.length) },
+    body: new Blob([json, element]),
+  };
+}
+
+function toast(message) {
+  const el = $("toast");
+  el.textContent = message;
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { el.hidden = true; }, 7000);
+}
+
+async function busy(button, work) {
+  button.classList.add("busy");
+  button.disabled = true;
+  try { return await work(); } catch (error) { toast(error.message); return null; } finally {
+    button.classList.remove("busy");
+    button.disabled = false;
+  }
+}
+
+// ---------- models ----------
+function taskOf(meta) {
+  const names = (meta.inputs || []).map((t) => t.name);
+  const declared = meta.parameters && (meta.parameters.task || meta.parameters.task_type);
+  if (declared) return String(declared).startsWith("text") ? "text" : "image";
+  if (names.includes("text") || names.includes("input_ids")) return "text";
+  return "image";
+}
+
+// Model names: the repository index when the server allows it (it needs the repository
+// token on lumenserve), else ?models=a,b in the URL (the demo prints such a URL), else the
+// names added on this page before (kept in localStorage).
+const STORED = "lumenserve.models";
+
+async function modelNames() {
+  const fromQuery = new URLSearchParams(location.search).get("models");
+  if (fromQuery) return fromQuery.split(",").map((n) => n.trim()).filter(Boolean);
+  try {
+    const index = await call("/v2/repository/index", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
+    });
+    return [...new Set((index || []).filter((e) => !e.state || e.state === "READY").map((e) => e.name))];
+  } catch {
+    return JSON.parse(localStorage.getItem(STORED) || "[]");
+  }
+}
+
+async function describe(name) {
+  const meta = await call(`/v2/models/${enc(name)}`);
+  return {
+    name: meta.name,
+    versions: meta.versions || [],
+    version: String((meta.versions || ["1"]).map(Number).sort((a, b) => b - a)[0]),
+    platform: meta.platform || "",
+    task: taskOf(meta),
+    meta,
+  };
+}
+
+async function loadModels() {
+  const names = await modelNames();
+  const found = await Promise.all(names.map((name) => describe(name).catch(() => null)));
+  state.models = found.filter(Boolean);
+  localStorage.setItem(STORED, JSON.stringify(state.models.map((m) => m.name)));
+  renderModelList();
+  $("model-hint").textContent = state.models.length ? "" : "No models listed yet: add one by name, or open the URL `lumenserve demo` prints.";
+  const wanted = new URLSearchParams(location.hash.slice(1)).get("model");
+  const first = state.models.find((m) => m.name === wanted) || state.models[0];
+  if (first) selectModel(first.name);
+}
+
+async function addModel(name) {
+  if (state.models.some((m) => m.name === name)) { selectModel(name); return; }
+  try {
+    state.models.push(await describe(name));
+  } catch (error) {
+    toast(`${name}: ${error.message}`);
+    return;
+  }
+  localStorage.setItem(STORED, JSON.stringify(state.models.map((m) => m.name)));
+  $("model-hint").textContent = "";
+  renderModelList();
+  selectModel(name);
+}
+
+function renderModelList() {
+  const list = $("model-list");
+  list.replaceChildren(...state.models.map((m) => {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.model = m.name;
+    button.innerHTML = `<span class="name"></span><span class="task ${m.task}"></span>`;
+    button.querySelector(".name").textContent = m.name;
+    button.querySelector(".task").textContent = `${m.task} · v${m.version}`;
+    button.addEventListener("click", () => selectModel(m.name));
+    li.append(button);
+    return li;
+  }));
+}
+
+function selectModel(name) {
+  const model = state.models.find((m) => m.name === name);
+  if (!model) return;
+  state.model = model;
+  history.replaceState(null, "", `#model=${enc(name)}`);
+  for (const b of document.querySelectorAll(".model-list button")) b.setAttribute("aria-current", String(b.dataset.model === name));
+  $("welcome").hidden = true;
+  $("workbench").hidden = false;
+  $("model-title").textContent = model.name;
+  const inputs = (model.meta.inputs || []).map((t) => `${t.name} ${t.datatype}[${t.shape.join(",")}]`).join(", ");
+  $("model-meta").textContent = `${model.task} · version ${model.version} · ${model.platform} · inputs: ${inputs}`;
+  $("image-input").hidden = model.task !== "image";
+  $("text-input").hidden = model.task !== "text";
+  state.input = null;
+  $("preview").hidden = true;
+  $("drop-text").hidden = false;
+  $("topk").innerHTML = '<li class="empty">No input yet.</li>';
+  $("latency").textContent = "";
+  $("explain-result").hidden = true;
+  $("explain-button").disabled = true;
+  $("report-card").hidden = true;
+  renderMethods();
+  checkReport(model);
+}
+
+// ---------- prediction ----------
+function parseClassification(entry) {
+  // "score:index:label" (the label itself may contain ':')
+  const [score, index, ...rest] = String(entry).split(":");
+  return { p: Number(score), index: Number(index), label: rest.join(":") || `class ${index}` };
+}
+
+async function predict() {
+  const model = state.model;
+  const extra = { outputs: [{ name: "probabilities", parameters: { classification: TOP_K } }] };
+  const started = performance.now();
+  const response = await call(`${modelPath(model)}/infer`, requestFor(state.input, extra));
+  const elapsed = performance.now() - started;
+  const out = response.outputs.find((o) => o.name === "probabilities") || response.outputs[0];
+  const top = out.data.flat(Infinity).map(parseClassification);
+  state.classes = top;
+  renderTopK(top, elapsed);
+  $("explain-button").disabled = false;
+}
+
+function renderTopK(top, elapsed) {
+  $("latency").textContent = `${elapsed.toFixed(1)} ms round trip`;
+  const list = $("topk");
+  list.replaceChildren(...top.map((t) => {
+    const li = document.createElement("li");
+    li.innerHTML = '<span class="label"></span><span class="track"><span class="fill"></span></span><span class="p"></span>';
+    li.querySelector(".label").textContent = t.label;
+    li.querySelector(".label").title = `${t.label} (class ${t.index})`;
+    li.querySelector(".fill").style.width = `${Math.max(0.5, t.p * 100).toFixed(1)}%`;
+    li.querySelector(".p").textContent = `${(t.p * 100).toFixed(1)} %`;
+    return li;
+  }));
+  const target = $("target");
+  target.replaceChildren(new Option("predicted class", ""), ...top.map((t) => new Option(`${t.label} (${t.index})`, String(t.index))));
+}
+
+// ---------- inputs ----------
+async function useImage(blob, label) {
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  const url = URL.createObjectURL(blob);
+  state.input = { kind: "image", bytes, url, label };
+  const preview = $("preview");
+  preview.src = url;
+  preview.hidden = false;
+  $("drop-text").textContent = `${label} · drop another or click`;
+  $("explain-result").hidden = true;
+  await busy($("explain-button"), predict);
+}
+
+function setupImageInput() {
+  const zone = $("dropzone");
+  $("file-input").addEventListener("change", (e) => { const f = e.target.files[0]; if (f) useImage(f, f.name); });
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    const f = e.dataTransfer.files[0];
+    if (f) useImage(f, f.name);
+  });
+}
+
+async function loadSamples() {
+  let samples = [];
+  try { samples = await call("samples/index.json"); } catch { return; }
+  $("samples").replaceChildren(...samples.map((s) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.title = `${s.caption}${s.source ? ` (${s.source})` : ""}`;
+    const img = document.createElement("img");
+    img.src = `samples/${s.file}`;
+    img.alt = s.caption;
+    button.append(img);
+    button.addEventListener("click", async () => useImage(await (await fetch(img.src)).blob(), s.caption));
+    return button;
+  }));
+}
+
+function setupTextInput() {
+  $("text-samples").replaceChildren(...SAMPLE_SENTENCES.map((sentence) => {
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.textContent = sentence.length > 34 ? `${sentence.slice(0, 32)}…` : sentence;
+    chip.title = sentence;
+    chip.addEventListener("click", () => { $("text-box").value = sentence; $("text-form").requestSubmit(); });
+    return chip;
+  }));
+  $("text-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = $("text-box").value.trim();
+    if (!text) { toast("Type a sentence first."); return; }
+    state.input = { kind: "text", text };
+    $("explain-result").hidden = true;
+    busy($("text-submit"), predict);
+  });
+}
+
+// ---------- explanation ----------
+function renderMethods() {
+  const select = $("method");
+  const methods = methodsFor(state.model.task);
+  select.replaceChildren(...methods.map((m) => new Option(m.label, m.name)));
+  renderParams();
+}
+
+function renderParams() {
+  const method = METHODS[state.model.task].find((m) => m.name === $("method").value);
+  $("method-note").textContent = method ? method.note : "";
+  $("method-params").replaceChildren(...(method ? method.params : []).map((p) => {
+    const label = document.createElement("label");
+    label.textContent = p.label || p.name;
+    const input = document.createElement(p.choices ? "select" : "input");
+    if (p.choices) input.append(...p.choices.map((c) => new Option(c, c)));
+    else {
+      input.type = p.type === "string" ? "text" : "number";
+      if (p.type === "float") input.step = "any";
+      if (p.min !== undefined) input.min = p.min;
+      if (p.max !== undefined) input.max = p.max;
+      if (p.placeholder) input.placeholder = p.placeholder;
+    }
+    input.value = p.value ?? "";
+    input.dataset.param = p.name;
+    input.dataset.type = p.type;
+    label.append(input);
+    return label;
+  }));
+}
+
+function explainParameters() {
+  const parameters = { method: $("method").value };
+  for (const input of $("method-params").querySelectorAll("[data-param]")) {
+    if (input.value === "") continue;
+    const type = input.dataset.type;
+    parameters[input.dataset.param] = type === "int" ? parseInt(input.value, 10) : type === "float" ? Number(input.value) : input.value;
+  }
+  if ($("target").value !== "") parameters.targets = JSON.stringify([Number($("target").value)]);
+  return parameters;
+}
+
+const PNG_PREFIX = "iVBORw0KGgo";
+const isPng = (v) => typeof v === "string" && (v.startsWith(PNG_PREFIX) || v.startsWith("data:image/png"));
+const SCORE_RE = /faith|deletion|insertion|infidelity|delta|auc|sensitivity/i;
+const SCORE_NOTES = {
+  deletion: "target probability as the most-attributed features are removed step by step; lower area = more faithful",
+  infidelity: "Captum infidelity: lower is better",
+  delta: "IG convergence delta: near 0 means attributions add up to the output change",
+};
+
+async function explain() {
+  const started = performance.now();
+  const response = await call(`${modelPath(state.model)}/explain`, requestFor(state.input, { parameters: explainParameters() }));
+  $("explain-latency").textContent = `${(performance.now() - started).toFixed(0)} ms`;
+  renderExplanation(response);
+}
+
+function figure(src, caption, small) {
+  const fig = document.createElement("figure");
+  const img = document.createElement("img");
+  img.src = src.startsWith("data:") ? src : `data:image/png;base64,${src}`;
+  img.alt = caption;
+  img.dataset.figure = caption;
+  if (small) img.classList.add("small");
+  const cap = document.createElement("figcaption");
+  cap.textContent = caption;
+  fig.append(img, cap);
+  return fig;
+}
+
+function prettyName(name) {
+  return name.replace(/_png$|_b64$/, "").replace(/_/g, " ");
+}
+
+function renderExplanation(response) {
+  const outputs = response.outputs || [];
+  const params = response.parameters || {};
+  const figures = [];
+  const scores = [];
+  let tokens = null;
+  let tokenScores = null;
+  for (const out of outputs) {
+    const data = (out.data || []).flat(Infinity);
+    if (out.datatype === "BYTES" && isPng(data[0])) {
+      const name = prettyName(out.name);
+      figures.push(figure(data[0], name, /overlay|heatmap|saliency/.test(name) && state.input.kind === "image"));
+    } else if (out.name === "tokens" && out.datatype === "BYTES") {
+      tokens = data.map(String);
+    } else if (/token_attribution|^attributions?$/.test(out.name) && out.datatype !== "BYTES") {
+      tokenScores = data.map(Number);
+    } else if (SCORE_RE.test(out.name) && out.datatype !== "BYTES") {
+      scores.push([out.name, data[0]]);
+    }
+  }
+  for (const [key, value] of Object.entries(params)) {
+    if (isPng(value)) figures.push(figure(value, prettyName(key), false));
+    else if (SCORE_RE.test(key) && typeof value === "number") scores.push([key, value]);
+  }
+  const scoreBox = $("scores");
+  scoreBox.replaceChildren(...scores.map(([key, value]) => {
+    const div = document.createElement("div");
+    div.className = "score";
+    div.dataset.score = key;
+    const note = Object.entries(SCORE_NOTES).find(([k]) => key.includes(k));
+    div.innerHTML = '<div class="k"></div><div class="v"></div><div class="why"></div>';
+    div.querySelector(".k").textContent = prettyName(key);
+    div.querySelector(".v").textContent = Number(value).toFixed(3);
+    div.querySelector(".why").textContent = note ? note[1] : "";
+    return div;
+  }));
+  renderTokens(tokens, tokenScores);
+  $("figures").replaceChildren(...figures);
+  const used = Object.fromEntries(Object.entries(params).filter(([, v]) => !isPng(v)));
+  $("explain-used").textContent = JSON.stringify(used, null, 2);
+  $("explain-result").hidden = false;
+  if (!figures.length && !tokens) toast("The explanation came back without a picture.");
+}
+
+function renderTokens(tokens, scores) {
+  const box = $("tokens");
+  if (!tokens || !scores || state.input.kind !== "text") { box.hidden = true; return; }
+  const n = Math.min(tokens.length, scores.length);
+  const max = Math.max(1e-9, ...scores.slice(0, n).map(Math.abs));
+  const spans = [];
+  for (let i = 0; i < n; i += 1) {
+    if (tokens[i] === "[PAD]" || tokens[i] === "<pad>") continue;
+    const span = document.createElement("span");
+    const a = scores[i] / max;
+    span.textContent = tokens[i];
+    span.title = `${tokens[i]}: ${scores[i].toFixed(4)}`;
+    span.dataset.attribution = scores[i].toFixed(6);
+    span.style.background = a >= 0 ? `rgba(18, 183, 106, ${Math.abs(a) * 0.75})` : `rgba(240, 68, 56, ${Math.abs(a) * 0.75})`;
+    spans.push(span);
+  }
+  box.replaceChildren(...spans);
+  box.hidden = false;
+}
+
+// ---------- training report ----------
+async function checkReport(model) {
+  const button = $("report-button");
+  const url = `${modelPath(model)}/report`;
+  button.disabled = true;
+  button.title = "";
+  try {
+    const response = await fetch(url, { method: "GET" });
+    if (!response.ok) throw new Error(`${response.status}`);
+    button.disabled = false;
+    button.onclick = () => {
+      $("report-frame").src = response.url;
+      $("report-link").href = response.url;
+      $("report-card").hidden = false;
+      $("report-card").scrollIntoView({ behavior: "smooth" });
+    };
+  } catch {
+    button.title = "This bundle holds no training report.";
+  }
+}
+
+// ---------- start ----------
+async function loadServer() {
+  try {
+    const meta = await call("/v2");
+    $("server-info").textContent = `${meta.name} ${meta.version}`;
+    const ready = await fetch("/v2/health/ready");
+    $("server-status").dataset.state = ready.ok ? "ready" : "down";
+    $("server-status").textContent = ready.ok ? "ready" : "not ready";
+  } catch (error) {
+    $("server-status").dataset.state = "down";
+    $("server-status").textContent = "unreachable";
+    $("server-info").textContent = error.message;
+  }
+}
+
+setupImageInput();
+setupTextInput();
+$("method").addEventListener("change", renderParams);
+$("add-model").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const name = $("add-model-name").value.trim();
+  if (name) addModel(name).then(() => { $("add-model-name").value = ""; });
+});
+$("explain-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (state.input) busy($("explain-button"), explain);
+});
+loadServer();
+loadSamples();
+loadModels();

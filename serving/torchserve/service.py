@@ -1,0 +1,254 @@
+"""The work behind the TorchServe handler, on lumenserve's own parts.
+
+One TorchServe batch (a list of request rows) becomes ONE runtime call: every row is
+decoded into v2 tensors, checked and preprocessed by :class:`serving.model.LoadedModel`
+(the same code path as ``lumenserve serve``), the per-row feeds are joined (texts padded to
+the longest row), and the answer is split back into one JSON object per row. A bad row
+gets its own error status; the other rows of the batch are still answered.
+
+Explanations go through :class:`explain.engine.BundleExplainer` (built on first use, after
+its twin check against the served runtime); rows asking for the same method and
+parameters are explained in one call, each with its own target.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from explain.errors import ExplainParameterError, UnsupportedMethodError
+from lumenserve.bundle import Bundle, BundleError, load_bundle
+from serving.codecs.classification import softmax
+from serving.codecs.tensors import bytes_array, decode_list
+from serving.errors import InvalidInput, Unimplemented, status_of
+from serving.model import LoadedModel
+from serving.runtimes import load_runtime
+from serving.settings import RuntimeName, load_settings
+from serving.torchserve.config import BUNDLE_DIR_IN_MAR, HANDLER_CONFIG
+from serving.torchserve.payload import ItemRequest, parse_row
+from serving.types import Tensor
+
+log = logging.getLogger("lumenserve.torchserve")
+
+DEFAULT_TOP_K = 5
+Feed = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One row's reply: HTTP status and the JSON body TorchServe sends back."""
+
+    status: int
+    body: dict[str, Any]
+
+
+def find_bundle(model_dir: Path) -> Path:
+    """The single ``lumenserve_bundle/NAME/VERSION`` folder inside an extracted archive."""
+    found = sorted(p.parent for p in (model_dir / BUNDLE_DIR_IN_MAR).glob("*/*/manifest.json"))
+    if len(found) != 1:
+        raise BundleError(
+            f"{model_dir}: expected one bundle under {BUNDLE_DIR_IN_MAR}/NAME/VERSION, found {len(found)}"
+        )
+    return found[0]
+
+
+def read_handler_config(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / HANDLER_CONFIG
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _error(exc: BaseException) -> Answer:
+    if isinstance(exc, ExplainParameterError):
+        exc = InvalidInput(str(exc))
+    elif isinstance(exc, UnsupportedMethodError):
+        exc = Unimplemented(str(exc))
+    status, _code, message = status_of(exc)
+    return Answer(status, {"error": message})
+
+
+class TorchServeModel:
+    """A bundle served through TorchServe: predictions and explanations for batches of rows."""
+
+    def __init__(self, bundle: Bundle, *, runtime: RuntimeName = "onnx", device: str = "cpu") -> None:
+        settings = load_settings(runtime=runtime, device=device)  # LUMENSERVE_* limits apply here too
+        self.bundle = bundle
+        self.model = LoadedModel(bundle, load_runtime(bundle, settings), settings)
+        self.model.warm_up()
+        self.labels = self.model.labels
+        self.task = bundle.manifest.task
+        self._explainer: Any = None
+
+    @classmethod
+    def from_model_dir(cls, model_dir: Path, *, device: str = "cpu") -> TorchServeModel:
+        """Load (and checksum-verify) the bundle shipped inside an extracted ``.mar``."""
+        config = read_handler_config(model_dir)
+        return cls(load_bundle(find_bundle(model_dir)), runtime=config.get("runtime", "onnx"), device=device)
+
+    # ---- rows -> feeds -------------------------------------------------------------------
+    def _tensors(self, item: ItemRequest) -> list[Tensor]:
+        """One request's input as batch-of-one v2 tensors for ``LoadedModel.prepare``."""
+        if item.kind == "encoded":
+            return [Tensor(self.model.raw_input, "BYTES", bytes_array([item.value], [1]))]
+        if item.kind == "text":
+            return [Tensor(self.model.raw_input, "BYTES", bytes_array([item.value.encode("utf-8")], [1]))]
+        tensors = []
+        for raw in item.value:
+            name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
+            if not isinstance(name, str) or not isinstance(datatype, str) or not isinstance(shape, list):
+                raise InvalidInput("each tensor needs a string 'name', a string 'datatype' and a list 'shape'")
+            spec = self.model.input_specs.get(name)
+            array = decode_list(datatype, shape, raw.get("data"), name)
+            if spec is not None and array.ndim == len(spec.shape) - 1:
+                array = array[None]  # (1, ...): the item without its batch axis
+            if array.ndim == 0 or array.shape[0] != 1:
+                raise InvalidInput(f"input {name!r}: one item per request (shape {shape}); TorchServe batches requests")
+            tensors.append(Tensor(name, datatype, array))
+        names = {t.name for t in tensors}
+        if "input_ids" in names and "attention_mask" not in names and "attention_mask" in self.model.input_specs:
+            ids = next(t for t in tensors if t.name == "input_ids")
+            tensors.append(Tensor("attention_mask", "INT64", np.ones(ids.data.shape, dtype=np.int64)))
+        return tensors
+
+    def _feed(self, item: ItemRequest) -> Feed:
+        feed, rows = self.model.prepare(self._tensors(item))
+        if rows != 1:
+            raise InvalidInput(f"one item per request, got {rows}")
+        return feed
+
+    def _join(self, feeds: Sequence[Feed]) -> Feed:
+        """Per-row feeds -> one batch. Images stack; token rows are right-padded to the longest."""
+        if "input_ids" not in feeds[0]:
+            return {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}  # (batch, C, H, W)
+        assert self.model.text_codec is not None
+        longest = max(f["input_ids"].shape[1] for f in feeds)
+        ids = np.full((len(feeds), longest), self.model.text_codec.pad_id, dtype=np.int64)  # (batch, seq)
+        mask = np.zeros((len(feeds), longest), dtype=np.int64)  # (batch, seq)
+        for row, f in enumerate(feeds):
+            n = f["input_ids"].shape[1]
+            ids[row, :n] = f["input_ids"][0]
+            mask[row, :n] = f["attention_mask"][0]
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def _top(self, probabilities: np.ndarray, k: int | None) -> list[dict[str, Any]]:
+        """(classes,) probabilities -> the k best as {label, index, probability}, best first."""
+        k = min(k or DEFAULT_TOP_K, len(self.labels))
+        order = np.argsort(-probabilities, kind="stable")[:k]
+        return [{"label": self.labels[i], "index": int(i), "probability": float(probabilities[i])} for i in order]
+
+    # ---- the batch ---------------------------------------------------------------------
+    def handle(self, rows: Sequence[dict[str, Any]], explain: Sequence[bool]) -> list[Answer]:
+        """Answer every row of one TorchServe batch (``explain[i]``: row i came on /explanations)."""
+        answers: list[Answer | None] = [None] * len(rows)
+        items: dict[int, ItemRequest] = {}
+        feeds: dict[int, Feed] = {}
+        for i, row in enumerate(rows):
+            try:
+                items[i] = parse_row(row, task=self.task)
+                feeds[i] = self._feed(items[i])
+            except Exception as exc:
+                answers[i] = _error(exc)
+        if feeds:
+            order = sorted(feeds)
+            try:
+                logits = self.model.runtime.predict(self._join([feeds[i] for i in order]))["logits"]
+                probabilities = softmax(np.asarray(logits, dtype=np.float32))  # (batch, classes)
+            except Exception as exc:
+                for i in order:
+                    answers[i] = _error(exc)
+            else:
+                predicted = {i: probabilities[row] for row, i in enumerate(order)}
+                for i in order:
+                    if not explain[i]:
+                        answers[i] = Answer(200, self._prediction_body(predicted[i], items[i]))
+                wanted = [i for i in order if explain[i]]
+                for i, answer in self._explain(wanted, items, feeds, predicted).items():
+                    answers[i] = answer
+        return [a if a is not None else Answer(500, {"error": "no answer"}) for a in answers]
+
+    def _prediction_body(self, probabilities: np.ndarray, item: ItemRequest) -> dict[str, Any]:
+        return {
+            "model": self.bundle.name,
+            "version": str(self.bundle.version),
+            "predictions": self._top(probabilities, item.top_k),
+        }
+
+    # ---- explanations --------------------------------------------------------------------
+    def explainer(self) -> Any:
+        """The bundle's eager twin, checked against the served runtime once (refuses on mismatch)."""
+        if self._explainer is None:
+            from explain.engine import BundleExplainer
+
+            explainer = BundleExplainer(self.bundle)
+            check = explainer.twin_check(lambda feed: self.model.runtime.predict(feed)["logits"])
+            if not check.ok:
+                log.warning("explanations disabled: %s", check.detail)
+            self._explainer = explainer
+        return self._explainer
+
+    def _explain(
+        self,
+        wanted: Sequence[int],
+        items: dict[int, ItemRequest],
+        feeds: dict[int, Feed],
+        predicted: dict[int, np.ndarray],
+    ) -> dict[int, Answer]:
+        groups: dict[tuple[str | None, str], list[int]] = {}
+        for i in wanted:
+            key = (items[i].method, json.dumps(items[i].params, sort_keys=True, default=str))
+            groups.setdefault(key, []).append(i)
+        answers: dict[int, Answer] = {}
+        for (method, _), members in groups.items():
+            try:
+                targets = [
+                    items[i].target if items[i].target is not None else int(np.argmax(predicted[i])) for i in members
+                ]
+                result = self.explainer().explain(
+                    self._join([feeds[i] for i in members]),
+                    method=method,
+                    targets=targets,
+                    params=dict(items[members[0]].params),
+                )
+            except Exception as exc:
+                for i in members:
+                    answers[i] = _error(exc)
+                continue
+            for row, i in enumerate(members):
+                answers[i] = Answer(200, self._explanation_body(result, result.items[row], items[i]))
+        return answers
+
+    def _explanation_body(self, result: Any, item: Any, request: ItemRequest) -> dict[str, Any]:
+        pngs = {name: base64.b64encode(data).decode("ascii") for name, data in item.pngs.items()}
+        main = "overlay_png" if "overlay_png" in pngs else "token_png"
+        faithfulness: dict[str, float] = {"deletion_auc": item.deletion_auc}
+        if item.infidelity is not None:
+            faithfulness["infidelity"] = item.infidelity
+        if item.convergence_delta is not None:
+            faithfulness["convergence_delta"] = item.convergence_delta
+        body: dict[str, Any] = {
+            "model": self.bundle.name,
+            "version": str(self.bundle.version),
+            "method": result.method,
+            "parameters": _jsonable(result.params),
+            "target": item.target,
+            "target_label": self.labels[item.target],
+            "predictions": self._top(np.asarray(item.probabilities), request.top_k),
+            "png": pngs.get(main),
+            "pngs": pngs,
+            "faithfulness": faithfulness,
+        }
+        if item.tokens is not None:
+            body["tokens"] = item.tokens
+            body["html"] = item.token_html
+        return body
+
+
+def _jsonable(value: Any) -> Any:
+    """Parameters as JSON values (tuples -> lists, numpy scalars -> numbers, the rest as text)."""
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))

@@ -1,0 +1,126 @@
+"""The showcase page in a real Chromium against a real ``lumenserve serve`` (tiny bundles).
+
+Loads the page, uploads an image, sees a prediction and a rendered explanation overlay,
+switches to the text model, sees token attributions and the attention view, opens a
+training report. Screenshots go to ``test-artifacts/``; ``docs/img/showcase.png`` is
+refreshed when ``LUMENSERVE_SHOWCASE_SCREENSHOT=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_demo_support import ROOT, add_report_version, running_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+SAMPLE = ROOT / "serving" / "static" / "samples" / "flower.jpg"
+
+
+@pytest.fixture(scope="module")
+def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    repo = tmp_path_factory.mktemp("showcase_repo")
+    shutil.copytree(model_repo / "tiny-image", repo / "tiny-image")
+    shutil.copytree(model_repo / "tiny-text", repo / "tiny-text")
+    add_report_version(repo, "tiny-image")  # version 2 carries a training report
+    ARTIFACTS.mkdir(exist_ok=True)
+    with running_server(repo, ARTIFACTS / "showcase-server.log") as base:
+        yield base
+
+
+def _natural_widths(page, selector: str) -> list[int]:  # type: ignore[no-untyped-def]
+    return list(page.eval_on_selector_all(selector, "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)"))
+
+
+def test_showcase_page_end_to_end(server: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 1000})
+            page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.set_default_timeout(60_000)
+            page.goto(f"{server}/?models=tiny-image,tiny-text")
+
+            # --- image model: upload, prediction, explanation overlay
+            page.click('[data-model="tiny-image"]')
+            expect(page.locator("#model-title")).to_have_text("tiny-image")
+            expect(page.locator("#model-meta")).to_contain_text("version 2")
+            page.set_input_files("#file-input", str(SAMPLE))
+            labels = page.locator("#topk li .label")
+            expect(labels).to_have_count(3)  # tiny-image has 3 classes, top-5 gives all of them
+            assert set(labels.all_inner_texts()) == {"cat", "dog", "bird"}
+            shares = [float(t.split()[0]) for t in page.locator("#topk li .p").all_inner_texts()]
+            assert shares == sorted(shares, reverse=True) and abs(sum(shares) - 100) < 0.5
+            expect(page.locator("#latency")).to_contain_text("ms")
+
+            page.select_option("#method", "saliency")
+            page.click("#explain-button")
+            expect(page.locator("#figures img").first).to_be_visible()
+            page.wait_for_function("[...document.querySelectorAll('#figures img')].every(i => i.complete)")
+            assert all(w > 0 for w in _natural_widths(page, "#figures img")), "overlay image did not decode"
+            expect(page.locator("#scores .score").first).to_be_visible()  # faithfulness score
+            page.screenshot(path=str(ARTIFACTS / "showcase-image.png"), full_page=True)
+            if os.environ.get("LUMENSERVE_SHOWCASE_SCREENSHOT") == "1":
+                page.screenshot(path=str(ROOT / "docs" / "img" / "showcase.png"))
+
+            # --- training report of the image model
+            expect(page.locator("#report-button")).to_be_enabled()
+            page.click("#report-button")
+            frame = page.frame_locator("#report-frame")
+            expect(frame.locator("#accuracy")).to_have_text("test accuracy 0.91")
+            page.wait_for_function(
+                "() => { const d = document.getElementById('report-frame').contentDocument;"
+                " const i = d && d.querySelector('img'); return i && i.complete && i.naturalWidth > 0; }"
+            )
+            page.locator("#report-card").screenshot(path=str(ARTIFACTS / "showcase-report.png"))
+
+            # --- text model: sentence, prediction, token attributions, attention view
+            page.click('[data-model="tiny-text"]')
+            expect(page.locator("#text-input")).to_be_visible()
+            expect(page.locator("#report-button")).to_be_disabled()  # tiny-text has no report
+            page.fill("#text-box", "A warm, funny and beautifully acted film.")
+            page.click("#text-submit")
+            expect(page.locator("#topk li .label")).to_have_count(2)
+            assert set(page.locator("#topk li .label").all_inner_texts()) == {"negative", "positive"}
+
+            page.select_option("#method", "integrated_gradients")
+            page.click("#explain-button")
+            tokens = page.locator("#tokens span")
+            expect(tokens.first).to_be_visible()
+            words = tokens.all_inner_texts()
+            assert "warm" in words and "film" in words, words
+            assert any(float(a) != 0 for a in tokens.evaluate_all("s => s.map(x => x.dataset.attribution)"))
+            expect(page.locator("#scores .score").first).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "showcase-text-tokens.png"), full_page=True)
+
+            page.select_option("#method", "attention")
+            page.click("#explain-button")
+            captions = page.locator("#figures figcaption")
+            expect(captions.filter(has_text="rollout")).to_have_count(1)
+            expect(captions.filter(has_text="attention")).not_to_have_count(0)
+            page.wait_for_function("[...document.querySelectorAll('#figures img')].every(i => i.complete)")
+            assert all(w > 0 for w in _natural_widths(page, "#figures img"))
+            page.screenshot(path=str(ARTIFACTS / "showcase-text-attention.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not errors, errors
