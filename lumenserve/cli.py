@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "export": "training.cli:export_command",
     "demo": "lumenserve.demo:demo_command",
     "archive": "serving.torchserve.archive:archive_command",
+    "explain": "explain.cli:explain_command",
 }
 
 

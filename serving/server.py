@@ -29,22 +29,25 @@ from serving.repository import ModelRepository
 from serving.settings import ServingSettings
 
 log = logging.getLogger("lumenserve.serving")
-EXPLAIN_BACKEND_MODULE = "serving.explain_backend"
 
 
 def discover_explain_backend(settings: ServingSettings, metrics: ServingMetrics) -> ExplainBackend | None:
-    """``serving.explain_backend``'s ``create_explain_backend`` or ``ExplainBackend``, called with
-    whichever of ``settings`` / ``metrics`` it accepts; None when the module is absent."""
+    """``settings.explain_backend``'s ``create_explain_backend`` or ``ExplainBackend``, called with
+    whichever of ``settings`` / ``metrics`` it accepts; None when unset or the module is absent."""
+    name = settings.explain_backend
+    if not name:
+        return None
     try:
-        module = importlib.import_module(EXPLAIN_BACKEND_MODULE)
+        module = importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name == EXPLAIN_BACKEND_MODULE:
+        if exc.name == name:
+            log.info("no explain backend (%s not installed); explain answers UNIMPLEMENTED", name)
             return None
         log.exception("explain backend failed to import; explain answers UNIMPLEMENTED")
         return None
     factory = getattr(module, "create_explain_backend", None) or getattr(module, "ExplainBackend", None)
     if factory is None:
-        log.error("%s has neither create_explain_backend nor ExplainBackend", EXPLAIN_BACKEND_MODULE)
+        log.error("%s has neither create_explain_backend nor ExplainBackend", name)
         return None
     available: dict[str, Any] = {"settings": settings, "metrics": metrics}
     accepted = inspect.signature(factory).parameters

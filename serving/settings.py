@@ -76,6 +76,9 @@ class ServingSettings(BaseSettings):
     """PEM certificate for TLS on both transports (with tls_key)."""
     tls_key: Path | None = None
     """PEM private key for TLS on both transports."""
+    explain_backend: str = "serving.explain_backend"
+    """Module providing the explain backend (``create_explain_backend`` or ``ExplainBackend``);
+    empty disables explain (UNIMPLEMENTED/501)."""
     explain_max_concurrency: int = Field(default=1, ge=1)
     """Explanations computed at once (explain has its own cap so predictions keep flowing)."""
     explain_max_queue: int = Field(default=16, ge=0)

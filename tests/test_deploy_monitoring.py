@@ -122,6 +122,11 @@ def test_prometheusrule_carries_the_same_rules() -> None:
         "k8s/base/prometheusrule.yaml differs from monitoring/lumenserve-rules.yml: "
         "regenerate it (docs/deployment.md, 'Alerts')"
     )
+    # And textually: the generated form (header, then the rules file's groups indented).
+    text = PROMETHEUS_RULE.read_text()
+    header = text[: text.index("\nspec:\n") + len("\nspec:\n")]
+    groups = RULES.read_text()[RULES.read_text().index("groups:\n") :]
+    assert text == header + "".join(f"  {line}" for line in groups.splitlines(True))  # as the sed does
 
 
 def test_every_metric_used_is_in_the_contract() -> None:
@@ -146,7 +151,7 @@ def test_dashboard_is_well_formed_and_covers_the_metrics() -> None:
     occupied: set[tuple[int, int]] = set()
     for p in panels:
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
         cells = {(g["x"] + dx, g["y"] + dy) for dx in range(g["w"]) for dy in range(g["h"])}
         assert not cells & occupied, f"panel {p['title']!r} overlaps another"
         occupied |= cells

@@ -105,7 +105,9 @@ def send_traffic(server: Lumenserve) -> None:
     import tritonclient.grpc as grpcclient
 
     image = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)  # (batch, C, H, W)
-    body = {"inputs": [{"name": "input", "shape": list(image.shape), "datatype": "FP32", "data": image.ravel().tolist()}]}
+    body = {
+        "inputs": [{"name": "input", "shape": list(image.shape), "datatype": "FP32", "data": image.ravel().tolist()}]
+    }
     bad = {"inputs": [{"name": "input", "shape": [1, 3, 31, 32], "datatype": "FP32", "data": [0.0] * (3 * 31 * 32)}]}
     with httpx.Client(base_url=server.url, timeout=30) as client:
         for _ in range(HTTP_OK):
@@ -197,9 +199,9 @@ def test_prometheus_sees_the_traffic(lumenserve: Lumenserve, prometheus: Prometh
         return {(r["metric"]["protocol"], r["metric"]["status"]): float(r["value"][1]) for r in rows}
 
     def scraped_and_settled() -> dict[tuple[str, str], float] | None:
-        first = counts()
-        if not first:
-            return None
+        if not prometheus.query('up{job="lumenserve"} == 1'):
+            return None  # not scraped yet
+        first = counts()  # empty when this test runs alone
         time.sleep(2.5)  # two scrapes later
         return first if counts() == first else None
 
@@ -266,7 +268,9 @@ def test_probe_targets_and_image_healthcheck_answer(lumenserve: Lumenserve) -> N
     finally:
         channel.close()
     with (ROOT / "Dockerfile").open("rb") as fileobj:
-        healthcheck = [i["value"] for i in DockerfileParser(fileobj=fileobj).structure if i["instruction"] == "HEALTHCHECK"]
+        healthcheck = [
+            i["value"] for i in DockerfileParser(fileobj=fileobj).structure if i["instruction"] == "HEALTHCHECK"
+        ]
     command = json.loads(healthcheck[-1].split("CMD", 1)[1])
     assert command[0] == "python"
     env = {**os.environ, "LUMENSERVE_HTTP_PORT": str(lumenserve.http_port)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -13,6 +14,15 @@ from explain import faithfulness, render
 from explain.methods.integrated_gradients import IntegratedGradients
 
 C, H, W, K = 3, 8, 8, 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread (OpenMP spinning costs more than it gives on 2 busy cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -160,7 +160,9 @@ def test_parse_raw_multipart_and_json_rows() -> None:
     assert (text.kind, text.value) == ("text", "a fine film")
     grpc_style = parse_row({"data": bytearray("ça va".encode())}, task=TEXT)
     assert grpc_style.value == "ça va"
-    tensors = parse_row({"inputs": b'[{"name": "input_ids", "shape": [3], "datatype": "INT64", "data": [1,2,3]}]'}, task=TEXT)
+    tensors = parse_row(
+        {"inputs": b'[{"name": "input_ids", "shape": [3], "datatype": "INT64", "data": [1,2,3]}]'}, task=TEXT
+    )
     assert tensors.kind == "tensors" and tensors.value[0]["data"] == [1, 2, 3]
 
 
@@ -193,7 +195,9 @@ def test_text_rows_batch_with_padding(text_bundle: Bundle) -> None:
     for a, b in zip(together, alone, strict=True):
         assert a.status == b.status == 200
         np.testing.assert_allclose(
-            [p["probability"] for p in a.body["predictions"]], [p["probability"] for p in b.body["predictions"]], atol=1e-5
+            [p["probability"] for p in a.body["predictions"]],
+            [p["probability"] for p in b.body["predictions"]],
+            atol=1e-5,
         )
     bad = service.handle(
         [{"inputs": [{"name": "input_ids", "shape": [2], "datatype": "INT64", "data": [1, 10**9]}]}], [False]

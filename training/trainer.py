@@ -117,7 +117,8 @@ class Trainer:
             if self.info.enabled
             else self.model
         )
-        generator = torch.Generator().manual_seed(cfg.seed)
+        # reseeded per epoch (seed + epoch) so a resumed run shuffles exactly like an uninterrupted one
+        self.generator = torch.Generator().manual_seed(cfg.seed)
         self.sampler = (
             DistributedSampler(train_set, self.info.world_size, self.info.rank, shuffle=True, seed=cfg.seed)
             if self.info.enabled
@@ -129,7 +130,7 @@ class Trainer:
             batch_size=cfg.batch_size,
             shuffle=self.sampler is None,
             sampler=self.sampler,
-            generator=generator,
+            generator=self.generator,
             collate_fn=collate_fn,
             num_workers=cfg.num_workers,
             pin_memory=pin,
@@ -237,6 +238,7 @@ class Trainer:
         done = self.state.step >= self.total_steps or self.state.stopped_early
         loss_sum, loss_count, shown_loss, shown_metric = 0.0, 0, 0.0, ""
         while not done:
+            self.generator.manual_seed(cfg.seed + self.state.epoch)
             if self.sampler is not None:
                 self.sampler.set_epoch(self.state.epoch)
             batches = len(self.train_loader)

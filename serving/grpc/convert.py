@@ -95,3 +95,43 @@ def from_response(response: InferenceResponse) -> pb.ModelInferResponse:
         raws.append(to_raw(tensor.data))
     message.raw_output_contents.extend(raws)
     return message
+
+
+def repository_model_name(message: pb.RepositoryModelLoadRequest | pb.RepositoryModelUnloadRequest) -> str:
+    """The model name of a repository request, KServe's field 1 or Triton's field 2.
+
+    tritonclient speaks Triton's repository messages (``repository_name = 1, model_name = 2``);
+    field 2 is unknown to our KServe-numbered message but protobuf keeps it, so it is read
+    back from the serialized bytes.
+    """
+    if message.model_name:
+        return message.model_name
+    data = message.SerializeToString()
+    offset = 0
+    while offset < len(data):
+        key, offset = _varint(data, offset)
+        field, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            _, offset = _varint(data, offset)
+        elif wire_type == 2:
+            length, offset = _varint(data, offset)
+            if field == 2:
+                return data[offset : offset + length].decode("utf-8", errors="replace")
+            offset += length
+        elif wire_type in (1, 5):
+            offset += 8 if wire_type == 1 else 4
+        else:
+            break
+    return ""
+
+
+def _varint(data: bytes, offset: int) -> tuple[int, int]:
+    value = shift = 0
+    while offset < len(data):
+        byte = data[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+    return value, offset

@@ -13,7 +13,7 @@ from grpc_health.v1._async import HealthServicer
 
 from serving.dataplane import DataPlane
 from serving.errors import ServingError, status_of
-from serving.grpc.convert import from_response, to_request
+from serving.grpc.convert import from_response, repository_model_name, to_request
 from serving.protogen import explain_pb2_grpc
 from serving.protogen import inference_pb2 as pb
 from serving.protogen import inference_pb2_grpc as pb_grpc
@@ -95,15 +95,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Any
     ) -> pb.RepositoryModelLoadResponse:
-        await self.dataplane.load(request.model_name, _authorization(context))
-        return pb.RepositoryModelLoadResponse(model_name=request.model_name, isLoaded=True)
+        name = repository_model_name(request)
+        await self.dataplane.load(name, _authorization(context))
+        return pb.RepositoryModelLoadResponse(model_name=name, isLoaded=True)
 
     @mapped_errors
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Any
     ) -> pb.RepositoryModelUnloadResponse:
-        await self.dataplane.unload(request.model_name, _authorization(context))
-        return pb.RepositoryModelUnloadResponse(model_name=request.model_name, isUnloaded=True)
+        name = repository_model_name(request)
+        await self.dataplane.unload(name, _authorization(context))
+        return pb.RepositoryModelUnloadResponse(model_name=name, isUnloaded=True)
 
 
 class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):

@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from serving.dataplane import DataPlane
 from serving.errors import InvalidInput, PayloadTooLarge, status_of
 from serving.http.convert import HEADER_LENGTH, from_response, to_request
+from serving.http.reports import report_routes
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 JSON = "application/json"
@@ -185,6 +186,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def build_app(dataplane: DataPlane) -> Starlette:
     routes = RestApi(dataplane).routes()
+    routes += report_routes(dataplane.settings.repository)  # read-only training reports (serving/http/reports.py)
     static = dataplane.settings.static_dir or (DEFAULT_STATIC if DEFAULT_STATIC.is_dir() else None)
     if static is not None:
         routes.append(Mount("/", app=StaticFiles(directory=str(static), html=True), name="static"))

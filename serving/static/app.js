@@ -329,20 +329,37 @@ const SCORE_NOTES = {
   delta: "IG convergence delta: near 0 means attributions add up to the output change",
 };
 
+// Only what the page shows: for images the raw attribution tensor (C x H x W floats) stays on
+// the server; text attributions are one float per token, so everything comes back.
+function explainOutputs(method) {
+  if (state.input.kind === "text") return undefined;
+  const names = ["overlay_png", "deletion_auc", "infidelity", "predicted", "target"];
+  if (method === "integrated_gradients") names.push("convergence_delta");
+  return names.map((name) => ({ name }));
+}
+
 async function explain() {
+  const parameters = explainParameters();
   const started = performance.now();
-  const response = await call(`${modelPath(state.model)}/explain`, requestFor(state.input, { parameters: explainParameters() }));
+  const body = { parameters, outputs: explainOutputs(parameters.method) };
+  const response = await call(`${modelPath(state.model)}/explain`, requestFor(state.input, body));
   $("explain-latency").textContent = `${(performance.now() - started).toFixed(0)} ms`;
   renderExplanation(response);
 }
 
-function figure(src, caption, small) {
+function figure(src, caption) {
   const fig = document.createElement("figure");
   const img = document.createElement("img");
-  img.src = src.startsWith("data:") ? src : `data:image/png;base64,${src}`;
+  img.src = src.startsWith("data:") || src.startsWith("blob:") ? src : `data:image/png;base64,${src}`;
   img.alt = caption;
   img.dataset.figure = caption;
-  if (small) img.classList.add("small");
+  // Small renders (a 32 px overlay, a 2-layer attention grid) are shown enlarged, pixel-exact.
+  img.addEventListener("load", () => {
+    if (img.naturalWidth < 200) {
+      img.classList.add("small");
+      img.style.width = `${img.naturalWidth * Math.max(2, Math.floor(224 / img.naturalWidth))}px`;
+    }
+  });
   const cap = document.createElement("figcaption");
   cap.textContent = caption;
   fig.append(img, cap);
@@ -362,9 +379,11 @@ function renderExplanation(response) {
   let tokenScores = null;
   for (const out of outputs) {
     const data = (out.data || []).flat(Infinity);
-    if (out.datatype === "BYTES" && isPng(data[0])) {
-      const name = prettyName(out.name);
-      figures.push(figure(data[0], name, /overlay|heatmap|saliency/.test(name) && state.input.kind === "image"));
+    const png = out.parameters && out.parameters.content_type === "image/png";
+    if (out.datatype === "BYTES" && (png || isPng(data[0]))) {
+      if (out.name === "token_png" && state.input.kind === "text") continue; // the page draws tokens itself
+      if (out.name === "overlay_png" && state.input.kind === "image") figures.push(figure(state.input.url, "input"));
+      figures.push(figure(data[0], prettyName(out.name)));
     } else if (out.name === "tokens" && out.datatype === "BYTES") {
       tokens = data.map(String);
     } else if (/token_attribution|^attributions?$/.test(out.name) && out.datatype !== "BYTES") {
@@ -385,14 +404,30 @@ function renderExplanation(response) {
     const note = Object.entries(SCORE_NOTES).find(([k]) => key.includes(k));
     div.innerHTML = '<div class="k"></div><div class="v"></div><div class="why"></div>';
     div.querySelector(".k").textContent = prettyName(key);
-    div.querySelector(".v").textContent = Number(value).toFixed(3);
+    const v = Number(value);
+    div.querySelector(".v").textContent = v !== 0 && Math.abs(v) < 0.001 ? v.toExponential(2) : v.toFixed(3);
     div.querySelector(".why").textContent = note ? note[1] : "";
     return div;
   }));
   renderTokens(tokens, tokenScores);
   $("figures").replaceChildren(...figures);
   const used = Object.fromEntries(Object.entries(params).filter(([, v]) => !isPng(v)));
+  if (typeof used.explain_parameters === "string") {
+    try { used.explain_parameters = JSON.parse(used.explain_parameters); } catch { /* shown as sent */ }
+  }
+  const target = outputs.find((o) => o.name === "target");
+  if (target) {
+    const index = Number((target.data || []).flat(Infinity)[0]);
+    const known = state.classes.find((c) => c.index === index);
+    used.target = known ? `${known.label} (${index})` : index;
+  }
   $("explain-used").textContent = JSON.stringify(used, null, 2);
+  const methodLabel = $("method").selectedOptions[0] ? $("method").selectedOptions[0].textContent : params.method;
+  $("explaining").innerHTML = "<b></b> · explaining <b></b>";
+  const [m, t] = $("explaining").querySelectorAll("b");
+  m.textContent = methodLabel;
+  t.textContent = used.target === undefined ? "the predicted class" : String(used.target);
+  if (params.explain_cache === "hit") $("explaining").append(" · from the explanation cache");
   $("explain-result").hidden = false;
   if (!figures.length && !tokens) toast("The explanation came back without a picture.");
 }
@@ -404,7 +439,7 @@ function renderTokens(tokens, scores) {
   const max = Math.max(1e-9, ...scores.slice(0, n).map(Math.abs));
   const spans = [];
   for (let i = 0; i < n; i += 1) {
-    if (tokens[i] === "[PAD]" || tokens[i] === "<pad>") continue;
+    if (!tokens[i] || tokens[i] === "[PAD]" || tokens[i] === "<pad>") continue;
     const span = document.createElement("span");
     const a = scores[i] / max;
     span.textContent = tokens[i];

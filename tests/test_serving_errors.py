@@ -1,0 +1,197 @@
+"""Every row of protocol.md's error table, over gRPC and HTTP, against a real server process.
+
+This module doubles as the server's explain backend (``LUMENSERVE_EXPLAIN_BACKEND``): it
+answers UNIMPLEMENTED for method "unsupported" and crashes for method "crash", which must
+leave as a generic INTERNAL with the details only in the server log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.test_serving_support import TOKEN, ServerProcess, grpc_raw, grpc_repository, spawn_pool, triton_status
+
+SECRET = "secret-detail-8842"
+GOOD = np.zeros((1, 3, 32, 32), dtype=np.float32)
+
+
+class CrashingExplainBackend:
+    """A real pluggable backend for the explain hook whose failures are the point."""
+
+    async def explain(self, model: Any, request: Any) -> Any:
+        from serving.errors import Unimplemented
+
+        method = request.parameters.get("method")
+        if method == "crash":
+            raise RuntimeError(SECRET)
+        raise Unimplemented(f"method {method!r} is not supported for model {model.name!r}")
+
+
+def create_explain_backend() -> CrashingExplainBackend:
+    return CrashingExplainBackend()
+
+
+@pytest.fixture(scope="module")
+def server(model_repo: Path) -> Iterator[ServerProcess]:
+    env = {
+        "LUMENSERVE_MAX_QUEUE_SIZE": "1",
+        "LUMENSERVE_MAX_BATCH_SIZE": "4",
+        "LUMENSERVE_MAX_QUEUE_DELAY": "0.02",
+        "LUMENSERVE_MAX_MESSAGE_SIZE": str(1 << 20),
+        "LUMENSERVE_EXPLAIN_BACKEND": "tests.test_serving_errors",
+    }
+    with ServerProcess(model_repo, "--models", "tiny-image", env=env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[ProcessPoolExecutor]:
+    with spawn_pool() as pool:
+        yield pool
+
+
+def status(kind: str, server: ServerProcess, worker: ProcessPoolExecutor, model: str, inputs: Any,
+           **kwargs: Any) -> tuple[str, str]:  # fmt: skip
+    if kind == "grpc":
+        code, message = worker.submit(triton_status, kind, server.grpc_url, model, inputs, **kwargs).result(60)
+        return code.replace("StatusCode.", ""), message
+    return triton_status(kind, server.http_url, model, inputs, **kwargs)
+
+
+EXPECTED = {
+    "invalid": ("INVALID_ARGUMENT", "400"),
+    "not_found": ("NOT_FOUND", "404"),
+    "too_large": ("RESOURCE_EXHAUSTED", "413"),
+    "unavailable": ("UNAVAILABLE", "503"),
+    "deadline": ("DEADLINE_EXCEEDED", "504"),
+    "unimplemented": ("UNIMPLEMENTED", "501"),
+    "internal": ("INTERNAL", "500"),
+}
+
+
+@pytest.mark.parametrize("kind", ["grpc", "http"])
+def test_invalid_argument(kind: str, server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+    want = EXPECTED["invalid"][kind == "http"]
+    cases = [
+        ({"input": (np.zeros((1, 3, 16, 16), np.float32), "FP32")}, "does not match"),
+        ({"input": (np.zeros((1, 3, 32, 32), np.float64), "FP64")}, "expected FP32"),
+        ({"image": (np.array([b"not an image"], dtype=np.object_), "BYTES")}, "not a decodable"),
+        ({"input": (np.full((1, 3, 32, 32), np.nan, np.float32), "FP32")}, "NaN"),
+        ({"input": (np.zeros((5, 3, 32, 32), np.float32), "FP32")}, "max_batch_size"),
+        ({"nope": (GOOD, "FP32")}, "unknown ['nope']"),
+    ]
+    for inputs, words in cases:
+        code, message = status(kind, server, worker, "tiny-image", inputs)
+        assert (code, words in message) == (want, True), message
+
+
+@pytest.mark.parametrize("kind", ["grpc", "http"])
+def test_not_found(kind: str, server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+    want = EXPECTED["not_found"][kind == "http"]
+    code, message = status(kind, server, worker, "no-such-model", {"input": (GOOD, "FP32")})
+    assert code == want and "no-such-model" in message
+    code, message = status(kind, server, worker, "tiny-image", {"input": (GOOD, "FP32")}, model_version="9")
+    assert code == want and "version" in message
+
+
+def test_payload_over_the_limit(server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+    big = np.zeros((4, 3, 128, 128), np.float32)  # 786 KB raw, over 1 MiB as JSON / with framing
+    body = b"x" * (2 << 20)
+    answer = httpx.post(f"http://{server.http_url}/v2/models/tiny-image/infer", content=body,
+                        headers={"content-type": "application/json"})  # fmt: skip
+    assert answer.status_code == 413 and "limit" in answer.json()["error"]
+    code, _, _ = worker.submit(grpc_raw, server.grpc_url, "ModelInfer", b"\x3a" + b"\xff\xff\x7f" + body).result(60)
+    assert code == EXPECTED["too_large"][0]
+    assert status("grpc", server, worker, "tiny-image", {"input": (big, "FP32")})[0] == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize("kind", ["grpc", "http"])
+def test_queue_full_is_unavailable_fast(kind: str, server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+    inputs = {"input": (np.zeros((4, 3, 32, 32), np.float32), "FP32")}  # one full batch each
+
+    def one(_: int) -> tuple[str, str]:
+        return triton_status("http", server.http_url, "tiny-image", inputs)
+
+    if kind == "grpc":
+        from tests.test_serving_support import concurrent_status
+
+        codes = worker.submit(concurrent_status, server.grpc_url, "tiny-image", inputs, 24).result(120)
+    else:
+        with ThreadPoolExecutor(24) as pool:
+            codes = list(pool.map(one, range(24)))
+    names = [c.replace("StatusCode.", "") for c, _ in codes]
+    want = EXPECTED["unavailable"][kind == "http"]
+    assert want in names, names
+    assert names.count("OK") >= 2, names
+    assert set(names) <= {"OK", want}, names
+    rejected = [m for c, m in codes if c.replace("StatusCode.", "") == want]
+    assert all("queue full" in m for m in rejected)
+
+
+@pytest.mark.parametrize("kind", ["grpc", "http"])
+def test_deadline_exceeded(kind: str, server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+    code, message = status(kind, server, worker, "tiny-image", {"input": (GOOD, "FP32")},
+                           timeout=1)  # fmt: skip
+    assert code == EXPECTED["deadline"][kind == "http"] and "deadline" in message
+
+
+def _explain_http(server: ServerProcess, method: str) -> httpx.Response:
+    body = {"parameters": {"method": method}, "inputs": [{"name": "input", "datatype": "FP32",
+            "shape": [1, 3, 32, 32], "data": GOOD.ravel().tolist()}]}  # fmt: skip
+    return httpx.post(f"http://{server.http_url}/v2/models/tiny-image/explain", json=body)
+
+
+def _explain_grpc(server: ServerProcess, worker: ProcessPoolExecutor, method: str) -> tuple[str, str]:
+    from tests.test_serving_support import explain_request_bytes
+
+    payload = explain_request_bytes("tiny-image", GOOD, method)
+    code, details, _ = worker.submit(
+        grpc_raw, server.grpc_url, "ModelExplain", payload, "lumenserve.explain.ExplainService"
+    ).result(60)
+    return code, details
+
+
+def test_unimplemented_and_internal_on_both_transports(server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+    answer = _explain_http(server, "unsupported")
+    assert answer.status_code == 501 and "not supported" in answer.json()["error"]
+    code, details = _explain_grpc(server, worker, "unsupported")
+    assert code == "UNIMPLEMENTED" and "not supported" in details
+    answer = _explain_http(server, "crash")
+    assert answer.status_code == 500 and SECRET not in answer.text and "internal error" in answer.json()["error"]
+    code, details = _explain_grpc(server, worker, "crash")
+    assert code == "INTERNAL" and SECRET not in details
+    assert any(SECRET in line for line in server.lines), "the details belong in the server log"
+
+
+def test_guarded_api_codes(server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+    base = f"http://{server.http_url}/v2/repository/models/tiny-image/unload"
+    assert httpx.post(base).status_code == 401
+    assert httpx.post(base, headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert worker.submit(grpc_repository, server.grpc_url, "unload", "tiny-image", None).result(60) == "UNAUTHENTICATED"
+    assert worker.submit(grpc_repository, server.grpc_url, "unload", "tiny-image", "x").result(60) == (
+        "PERMISSION_DENIED"
+    )
+    assert TOKEN
+
+
+def test_http_protocol_errors_are_json(server: ServerProcess) -> None:
+    base = f"http://{server.http_url}"
+    cases = [
+        (httpx.post(f"{base}/v2/models/tiny-image/infer", content=b"{not json", headers={"content-type": "application/json"}), 400),
+        (httpx.post(f"{base}/v2/models/tiny-image/infer", content=b"{}", headers={"content-type": "text/plain"}), 400),
+        (httpx.post(f"{base}/v2/models/tiny-image/infer", content=b'{"inputs": []}', headers={"inference-header-content-length": "99"}), 400),
+        (httpx.get(f"{base}/v2/no/such/route"), 404),
+        (httpx.get(f"{base}/v2/models/tiny-image/versions/abc"), 404),
+    ]  # fmt: skip
+    for response, want in cases:
+        assert response.status_code == want, response.text
+        assert isinstance(response.json()["error"], str)
+    # and the server still answers correctly afterwards
+    assert triton_status("http", server.http_url, "tiny-image", {"input": (GOOD, "FP32")})[0] == "OK"
