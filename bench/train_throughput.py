@@ -13,17 +13,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
-import torch
-import torchvision
-from torch.utils.data import DataLoader, TensorDataset
+# as `import training` does, before torch loads: idle OpenMP threads sleep instead of spinning
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import lumenserve.env  # noqa: F401  (scratch dirs, telemetry off)
-from training.config import TrainConfig
-from training.trainer import Trainer
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+import lumenserve.env  # noqa: E402, F401  (scratch dirs, telemetry off)
+from training.config import TrainConfig  # noqa: E402
+from training.trainer import Trainer  # noqa: E402
 
 
 def _bare_epoch(model: torch.nn.Module, data: TensorDataset, batch_size: int, lr: float, seed: int) -> float:

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "lumenserve.demo:demo_command",
     "archive": "serving.torchserve.archive:archive_command",
     "explain": "explain.cli:explain_command",
+    "bench": "serving.bench.cli:bench_command",
 }
 
 

@@ -230,6 +230,26 @@ def lumenserve_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "lumenserve", *args]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM both stop the demo through the same clean path (KeyboardInterrupt),
+    even when the demo was started with SIGINT ignored (a background job of a script)."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _die_with_parent() -> None:
+    """In the server child: get SIGTERM when the demo dies, even by SIGKILL (Linux only)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def run_child(cmd: list[str], what: str) -> None:
     """Run a child with our terminal (its progress bars show); Ctrl-C stops it first."""
     child = subprocess.Popen(cmd, cwd=PROJECT_ROOT)
@@ -307,6 +327,7 @@ def demo_command(
     quick: bool, repository: Path, runs: Path, host: str, http_port: int, grpc_port: int, no_serve: bool
 ) -> None:
     """Fine-tune and export the default models (or reuse their bundles), serve them, print the page URL."""
+    stop_on_signals()
     timings = Timings()
     repo = repository.resolve()
     repo.mkdir(parents=True, exist_ok=True)
@@ -345,7 +366,14 @@ def serve(repo: Path, models: list[str], host: str, http_port: int, grpc_port: i
     )
     base = f"http://{host}:{http_port}"
     with log.open("ab") as log_fh:
-        child = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True)
+        child = subprocess.Popen(
+            cmd,
+            cwd=PROJECT_ROOT,
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the demo only; it stops the server gracefully
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
     try:
         with timings.measure("server start until every model is ready"):
             wait_ready(child, base, models, log)

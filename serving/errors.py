@@ -65,13 +65,22 @@ ERROR_TABLE: dict[type[ServingError], tuple[int, grpc.StatusCode]] = {
     InternalError: (500, grpc.StatusCode.INTERNAL),
 }
 GENERIC_INTERNAL = "internal error (details in the server log)"
+MAX_MESSAGE_CHARS = 1024
+"""Longest client message: they may quote client input (a model name, a text) and gRPC carries
+them in trailing metadata, which peers cap at 8-16 KiB (a longer one arrives as a transport error)."""
+
+
+def clip_message(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[:MAX_MESSAGE_CHARS]}... (truncated, {len(message)} characters)"
 
 
 def status_of(exc: BaseException) -> tuple[int, grpc.StatusCode, str]:
     """(HTTP status, gRPC code, client message) for any exception; unknown ones are logged."""
     for kind, (http_status, code) in ERROR_TABLE.items():
         if isinstance(exc, kind):
-            message = GENERIC_INTERNAL if kind is InternalError else str(exc)
+            message = GENERIC_INTERNAL if kind is InternalError else clip_message(str(exc))
             if kind is InternalError:
                 log.error("internal error: %s", exc, exc_info=exc)
             return http_status, code, message

@@ -117,7 +117,7 @@ class ExplainBackend:
         targets = parsed.targets if parsed.targets is not None else _target_input(request)
         loop = asyncio.get_running_loop()
         feed, _rows = await loop.run_in_executor(self.pool, model.prepare, inputs)
-        key = cache_key(model, feed, parsed, targets, request.outputs)
+        key = cache_key(model, feed, parsed, targets, request)
         cached = self.cache.get(key)
         self._count(model, "hit" if cached is not None else "miss")
         if cached is not None:
@@ -235,15 +235,21 @@ def cache_key(
     feed: dict[str, np.ndarray],
     parsed: ParsedRequest,
     targets: list[int] | None,
-    outputs: Any,
+    request: InferenceRequest,
 ) -> str:
+    """sha256 of (model, version, prepared inputs, raw images, method, parameters, targets, outputs)."""
     digest = hashlib.sha256()
     digest.update(f"{model.name}\0{model.version}\0".encode())
     for name in sorted(feed):
         array = np.ascontiguousarray(feed[name])
         digest.update(f"{name}:{array.dtype.str}:{array.shape}\0".encode())
         digest.update(array.data)
-    wanted = sorted(o.name for o in outputs) if outputs else None
+    if model.image_codec is not None:  # overlays are drawn on the original photos: they count too
+        for tensor in request.inputs:
+            if tensor.name == model.raw_input:
+                for item in tensor.data.reshape(-1):
+                    digest.update(len(item).to_bytes(8, "little") + bytes(item))
+    wanted = [o.name for o in request.outputs] if request.outputs else None
     spec = [parsed.method, parsed.params, targets, parsed.png_base64, wanted]
     digest.update(json.dumps(spec, sort_keys=True, default=str).encode())
     return digest.hexdigest()

@@ -88,7 +88,10 @@ class LumenServer:
             raise BundleError(f"model repository {settings.repository} does not exist")
         self._grpc, self.grpc_port = build_grpc_server(self.dataplane, self.health, settings)
         await self._grpc.start()
-        sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets only when the
+        # listening socket says TCP; without it every response waits ~40 ms on delayed ACKs.
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((settings.host, settings.http_port))
         sock.listen(2048)

@@ -57,8 +57,9 @@ def test_showcase_page_end_to_end(server: str) -> None:
         try:
             page = browser.new_page(viewport={"width": 1360, "height": 1000})
             page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.on("console", lambda msg: errors.append(f"{msg.text} {msg.location}") if msg.type == "error" else None)
             page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)  # the first explain builds the eager twin: slow on shared cores
             page.goto(f"{server}/?models=tiny-image,tiny-text")
 
             # --- image model: upload, prediction, explanation overlay
@@ -123,4 +124,6 @@ def test_showcase_page_end_to_end(server: str) -> None:
             page.screenshot(path=str(ARTIFACTS / "showcase-text-attention.png"), full_page=True)
         finally:
             browser.close()
-    assert not errors, errors
+    # the one expected failure: asking whether tiny-text has a report (it has none: 404)
+    unexpected = [e for e in errors if not ("404" in e and "/v2/models/tiny-text/versions/1/report" in e)]
+    assert not unexpected, unexpected

@@ -54,7 +54,9 @@ def test_deletion_auc_is_lower_for_the_true_attribution_than_for_random(linear: 
 def test_infidelity_prefers_the_true_attribution(linear: torch.nn.Sequential) -> None:
     x = torch.randn(2, C, H, W)
     targets = [0, 1]
-    w = linear[1].weight.detach().view(K, C, H, W)
+    layer = linear[1]
+    assert isinstance(layer, torch.nn.Linear)
+    w = layer.weight.detach().view(K, C, H, W)
     truth = torch.stack([w[0], w[1]])  # the exact gradient: infidelity 0 for a linear model
     exact = faithfulness.infidelity_image(linear, x, truth, targets, n_perturb_samples=8)
     noise = faithfulness.infidelity_image(linear, x, torch.randn_like(x), targets, n_perturb_samples=8)

@@ -35,7 +35,9 @@ def linear() -> torch.nn.Sequential:
 
 
 def weights(model: torch.nn.Sequential) -> torch.Tensor:
-    return model[1].weight.detach().view(K, C, H, W)  # (classes, C, H, W)
+    layer = model[1]
+    assert isinstance(layer, torch.nn.Linear)
+    return layer.weight.detach().view(K, C, H, W)  # (classes, C, H, W)
 
 
 def test_saliency_of_a_linear_model_is_abs_w_per_item_target(linear: torch.nn.Sequential) -> None:
@@ -88,7 +90,7 @@ class TinyCnn(torch.nn.Module):
         self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
         with torch.no_grad():
             self.conv.weight.fill_(1 / 9)
-            self.conv.bias.fill_(-0.5)
+            torch.nn.init.constant_(self.conv.bias, -0.5)  # type: ignore[arg-type]
         self.head = torch.nn.Linear(1, 2)
         with torch.no_grad():
             self.head.weight.copy_(torch.tensor([[-1.0], [1.0]]))
@@ -156,7 +158,7 @@ def test_bad_parameters_are_refused_with_a_clear_message(
 
 def test_bad_targets_are_refused(linear: torch.nn.Sequential) -> None:
     x = torch.randn(2, C, H, W)
-    with pytest.raises(ExplainParameterError, match="2 entries for 2 items"):
+    with pytest.raises(ExplainParameterError, match="targets has 1 entries for 2 items"):
         Saliency(linear).explain(x, [0])
     with pytest.raises(ExplainParameterError, match="class index"):
         Saliency(linear).explain(x, [0, K])

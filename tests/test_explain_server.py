@@ -309,3 +309,22 @@ def test_build_body_frames_the_image_as_one_bytes_element() -> None:
     head_len = int(headers["Inference-Header-Content-Length"])
     assert json.loads(body[:head_len])["inputs"][0]["parameters"]["binary_data_size"] == 4 + 7
     assert body[head_len:] == struct.pack("<I", 7) + b"\x89PNG..."
+
+
+def test_explain_cache_is_bounded_by_entries_and_bytes() -> None:
+    from serving.explain_backend import ExplainCache
+    from serving.types import InferenceResponse, Tensor
+
+    def response(n: int) -> InferenceResponse:
+        return InferenceResponse("m", "1", outputs=[Tensor("x", "UINT8", np.zeros(n, np.uint8))])
+
+    cache = ExplainCache(entries=2, max_bytes=100)
+    cache.put("a", response(10))
+    cache.put("b", response(10))
+    assert cache.get("a") is not None  # a is now the most recent
+    cache.put("c", response(10))
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    cache.put("d", response(95))  # fits alone: everything older goes
+    assert cache.get("a") is None and cache.get("c") is None and cache.get("d") is not None
+    cache.put("e", response(101))  # larger than the whole cache: not stored
+    assert cache.get("e") is None

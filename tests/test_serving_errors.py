@@ -183,13 +183,16 @@ def test_guarded_api_codes(server: ServerProcess, worker: ProcessPoolExecutor) -
 
 def test_http_protocol_errors_are_json(server: ServerProcess) -> None:
     base = f"http://{server.http_url}"
+    infer = f"{base}/v2/models/tiny-image/infer"
+    json_type = {"content-type": "application/json"}
     cases = [
-        (httpx.post(f"{base}/v2/models/tiny-image/infer", content=b"{not json", headers={"content-type": "application/json"}), 400),
-        (httpx.post(f"{base}/v2/models/tiny-image/infer", content=b"{}", headers={"content-type": "text/plain"}), 400),
-        (httpx.post(f"{base}/v2/models/tiny-image/infer", content=b'{"inputs": []}', headers={"inference-header-content-length": "99"}), 400),
+        (httpx.post(infer, content=b"{not json", headers=json_type), 400),
+        (httpx.post(infer, content=b"{}", headers={"content-type": "text/plain"}), 400),
+        (httpx.post(infer, content=b'{"inputs": []}', headers={"inference-header-content-length": "99"}), 400),
+        (httpx.post(infer, content=b"[" * 5000 + b"]" * 5000, headers=json_type), 400),
         (httpx.get(f"{base}/v2/no/such/route"), 404),
         (httpx.get(f"{base}/v2/models/tiny-image/versions/abc"), 404),
-    ]  # fmt: skip
+    ]
     for response, want in cases:
         assert response.status_code == want, response.text
         assert isinstance(response.json()["error"], str)

@@ -7,6 +7,7 @@ serve fails here in seconds.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import zipfile
@@ -151,8 +152,6 @@ def test_parse_raw_multipart_and_json_rows() -> None:
         task=IMAGE,
     )
     assert form.method == "integrated_gradients" and form.target == 2 and form.params == {"n_steps": 16}
-    import base64
-
     body = {"image": base64.b64encode(png).decode(), "top_k": 2, "targets": [1], "parameters": {"n_steps": 4}}
     js = parse_row({"body": body}, task=IMAGE)
     assert js.value == png and js.top_k == 2 and js.target == 1 and js.params == {"n_steps": 4}
@@ -203,3 +202,42 @@ def test_text_rows_batch_with_padding(text_bundle: Bundle) -> None:
         [{"inputs": [{"name": "input_ids", "shape": [2], "datatype": "INT64", "data": [1, 10**9]}]}], [False]
     )
     assert bad[0].status == 400 and "input_ids" in bad[0].body["error"]
+
+
+def test_torchscript_runtime_answers_like_onnx(text_bundle: Bundle, tmp_path: Path) -> None:
+    from serving.torchserve.archive import build_archive
+
+    mar = build_archive(text_bundle, tmp_path / "store", runtime="torchscript")
+    with zipfile.ZipFile(mar) as zf:
+        assert json.loads(zf.read("lumenserve_handler.json")) == {"runtime": "torchscript"}
+        zf.extractall(tmp_path / "x")
+    scripted = TorchServeModel.from_model_dir(tmp_path / "x")
+    assert scripted.model.runtime.kind == "torchscript"
+    onnx = TorchServeModel(text_bundle)
+    rows = [{"body": "a fine film"}, {"body": "not good at all, really"}]
+    for a, b in zip(scripted.handle(rows, [False, False]), onnx.handle(rows, [False, False]), strict=True):
+        np.testing.assert_allclose(
+            [p["probability"] for p in a.body["predictions"]],
+            [p["probability"] for p in b.body["predictions"]],
+            atol=1e-5,
+        )
+
+
+def test_explain_rows_keep_their_own_target_and_errors(image_bundle: Bundle) -> None:
+    service = TorchServeModel(image_bundle)
+    png = bytearray(_png())
+    rows = [
+        {"data": png, "method": b"saliency", "target": b"2"},
+        {"data": png, "method": b"saliency", "target": b"9"},  # out of range: only this row fails
+        {"data": png, "method": b"saliency", "target": b"0"},
+        {"data": png, "method": b"grad_cam"},
+        {"data": png, "method": b"no_such_method"},
+    ]
+    answers = service.handle(rows, [True] * len(rows))
+    assert [a.status for a in answers] == [200, 400, 200, 200, 501]
+    assert [answers[0].body["target"], answers[2].body["target"]] == [2, 0]
+    assert answers[3].body["method"] == "grad_cam"
+    for answer in (answers[0], answers[2], answers[3]):
+        image = Image.open(io.BytesIO(base64.b64decode(answer.body["png"])))
+        assert image.size == (32, 32)
+        assert set(answer.body["faithfulness"]) >= {"deletion_auc"}

@@ -259,7 +259,7 @@ def test_text_predictions_match_in_process_onnx(http: httpx.Client, text_ref: tu
 
 
 def test_bad_requests_get_clear_errors(http: httpx.Client) -> None:
-    cases = [
+    cases: list[tuple[str, dict[str, Any], int, str]] = [
         (f"/predictions/{IMAGE_MODEL}", {"json": [1, 2]}, 400, "JSON body must be an object"),
         (f"/predictions/{IMAGE_MODEL}", {"json": {"text": "hello"}}, 400, "classifies images"),
         (f"/predictions/{IMAGE_MODEL}", {"json": {"inputs": [{"name": "input", "shape": [3, 8, 8],

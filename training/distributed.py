@@ -53,6 +53,17 @@ def broadcast(value: Any, info: DistInfo) -> Any:
     return box[0]
 
 
+def sync_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so the last forward's updates stay
+    local; without this the ranks would end with different running statistics.
+    """
+    if info.enabled:
+        for buf in module.buffers():
+            dist.broadcast(buf.data, src=0)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

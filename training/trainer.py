@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from training.config import TrainConfig
-from training.distributed import DistInfo, barrier, broadcast, setup_distributed
+from training.distributed import DistInfo, barrier, broadcast, setup_distributed, sync_buffers
 from training.evaluate import classification_metrics, predict
 from training.models import forward_logits
 
@@ -221,8 +221,11 @@ class Trainer:
         return bool(broadcast(stop, self.info))
 
     # -- the loop ------------------------------------------------------------------------
-    def fit(self) -> TrainResult:
+    def fit(self, stop_after_epochs: int | None = None) -> TrainResult:
+        """Train to the end (or early stop); ``stop_after_epochs``: return after that many epochs of
+        this call (the resume state is saved, a later ``resume`` + ``fit`` continues exactly)."""
         cfg = self.cfg
+        first_epoch = self.state.epoch
         if self.run_dir is not None and self.info.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -284,20 +287,23 @@ class Trainer:
                     break
             self.state.epoch += 1
             self._save_resume_state()
+            if stop_after_epochs is not None and self.state.epoch - first_epoch >= stop_after_epochs:
+                break
         bar.close()
         seconds = time.perf_counter() - start
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
             self.writer = None
+        sync_buffers(self.model, self.info)
         barrier(self.info)
         best = self.run_dir / BEST_WEIGHTS if self.run_dir is not None else None
-        if best is not None and best.exists():
+        if best is not None and self.val_loader is not None and best.exists():
             from safetensors.torch import load_model
 
             load_model(self.model, str(best), device=str(self.device))
-        elif best is not None and self.info.is_main:
-            best = self._save_weights(BEST_WEIGHTS)
+        elif best is not None:
+            self._save_weights(BEST_WEIGHTS)  # no validation: the final weights are the result
         barrier(self.info)
         rate = (self.state.samples - start_samples) / max(seconds, 1e-9)
         return TrainResult(self.state, seconds, rate, best)

@@ -86,7 +86,7 @@ class ImageCodec:
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise InvalidInput(f"image {index}: not a decodable JPEG/PNG/WebP image ({exc})") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise InvalidInput(f"image {index}: too many pixels ({exc})") from None
+            raise InvalidInput(f"image {index}: too many pixels, over the limit of {self.max_pixels} ({exc})") from None
         width, height = image.size
         if width < 1 or height < 1 or width * height > self.max_pixels:
             raise InvalidInput(

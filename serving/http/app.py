@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from serving.dataplane import DataPlane
-from serving.errors import InvalidInput, PayloadTooLarge, status_of
+from serving.errors import InvalidInput, PayloadTooLarge, clip_message, status_of
 from serving.http.convert import HEADER_LENGTH, from_response, to_request
 from serving.http.reports import report_routes
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -82,6 +82,8 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
         raise InvalidInput(f"body is not valid {encoding} data ({exc})") from None
     if len(out) > limit:
         raise PayloadTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
+    if not inflater.eof:
+        raise InvalidInput(f"body is not valid {encoding} data (the compressed stream is truncated)")
     return out
 
 
@@ -178,6 +180,14 @@ class RestApi:
         return Response(self.dataplane.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
 
+async def _no_route(request: Request) -> Response:
+    path = request.scope["path"]
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.endpoint is not _no_route and route.path_regex.match(path):
+            return json_response({"error": f"method {request.method} not allowed on {clip_message(path)}"}, 405)
+    return json_response({"error": f"no such route: {request.method} {clip_message(path)}"}, 404)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = "no such route" if exc.status_code == 404 else str(exc.detail)
@@ -187,6 +197,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def build_app(dataplane: DataPlane) -> Starlette:
     routes = RestApi(dataplane).routes()
     routes += report_routes(dataplane.settings.repository)  # read-only training reports (serving/http/reports.py)
+    # Anything else under /v2 (e.g. a model name holding '/') is a JSON 404, not the static page's 405.
+    routes.append(Route("/v2/{rest:path}", _no_route, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]))
     static = dataplane.settings.static_dir or (DEFAULT_STATIC if DEFAULT_STATIC.is_dir() else None)
     if static is not None:
         routes.append(Mount("/", app=StaticFiles(directory=str(static), html=True), name="static"))

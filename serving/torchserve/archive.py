@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 import lumenserve.env  # noqa: F401  (scratch dirs before the archiver writes to TMPDIR)
-from lumenserve.bundle import Bundle, BundleError, load_bundle
+from lumenserve.bundle import Bundle, BundleError, check_model_name, load_bundle
 from serving.settings import RuntimeName
 from serving.torchserve.config import (
     BUNDLE_DIR_IN_MAR,
@@ -32,6 +32,7 @@ from serving.torchserve.config import (
 from serving.torchserve.launcher import start_command, torchserve_env
 
 HANDLER_FILE = Path(__file__).with_name("handler.py")
+_PORT = click.IntRange(1, 65535)
 
 
 def build_archive(
@@ -76,6 +77,8 @@ def archive_bundle(
 ) -> tuple[Path, TorchServeConfig]:
     """Archive the bundle and merge it into ``MODEL_STORE/config.properties``."""
     bundle = load_bundle(bundle_dir)
+    if model_name is not None:
+        check_model_name(model_name)
     model_store = model_store.resolve()
     mar = build_archive(bundle, model_store, model_name=model_name, runtime=runtime)
     entry = ModelEntry(
@@ -116,11 +119,11 @@ def _printable_start(config: TorchServeConfig) -> str:
 @click.option("--runtime", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True,
               help="Runtime the handler runs the bundle with.")  # fmt: skip
 @click.option("--model-name", default=None, help="Name in TorchServe (default: the bundle's name).")
-@click.option("--inference-port", type=int, default=None, help="HTTP inference port (default 8080 or as configured).")
-@click.option("--management-port", type=int, default=None, help="HTTP management port (default 8081).")
-@click.option("--metrics-port", type=int, default=None, help="Prometheus metrics port (default 8082).")
-@click.option("--grpc-inference-port", type=int, default=None, help="gRPC inference port (default 7070).")
-@click.option("--grpc-management-port", type=int, default=None, help="gRPC management port (default 7071).")
+@click.option("--inference-port", type=_PORT, default=None, help="HTTP inference port (default 8080 or as configured).")
+@click.option("--management-port", type=_PORT, default=None, help="HTTP management port (default 8081).")
+@click.option("--metrics-port", type=_PORT, default=None, help="Prometheus metrics port (default 8082).")
+@click.option("--grpc-inference-port", type=_PORT, default=None, help="gRPC inference port (default 7070).")
+@click.option("--grpc-management-port", type=_PORT, default=None, help="gRPC management port (default 7071).")
 def archive_command(
     bundle_dir: Path,
     model_store: Path,

@@ -200,10 +200,17 @@ class TorchServeModel:
         predicted: dict[int, np.ndarray],
     ) -> dict[int, Answer]:
         groups: dict[tuple[str | None, str], list[int]] = {}
+        answers: dict[int, Answer] = {}
         for i in wanted:
+            target = items[i].target
+            if target is not None and not 0 <= target < len(self.labels):
+                # checked per row so one bad target never fails its batch-mates
+                answers[i] = _error(
+                    InvalidInput(f"target {target} is not a class index in [0, {len(self.labels) - 1}]")
+                )
+                continue
             key = (items[i].method, json.dumps(items[i].params, sort_keys=True, default=str))
             groups.setdefault(key, []).append(i)
-        answers: dict[int, Answer] = {}
         for (method, _), members in groups.items():
             try:
                 targets = [

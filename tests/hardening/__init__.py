@@ -1,0 +1,1 @@
+"""Helpers for the hardening tests (hostile requests, overload, drain, artifacts, access, soak)."""

@@ -1,0 +1,66 @@
+"""``lumenserve bench --quick`` end to end on the tiny image bundle: real servers
+(lumenserve x2, TorchServe), real clients; asserts that every section produced numbers
+and both output files, never a speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and value > 0
+
+
+@pytest.mark.slow
+@pytest.mark.torchserve
+def test_quick_bench_produces_every_figure(model_repo: Path, tmp_path: Path) -> None:
+    out, markdown = tmp_path / "results.json", tmp_path / "benchmarks.md"
+    markdown.write_text("old tables\n<!-- analysis: everything below this line is kept when the harness rewrites "
+                        "the file -->\nHAND-WRITTEN ANALYSIS\n")  # fmt: skip
+    cmd = [sys.executable, "-m", "lumenserve", "bench", "--repository", str(model_repo), "--model", "tiny-image",
+           "--quick", "--out", str(out), "--markdown", str(markdown), "--work-dir", str(tmp_path / "work")]  # fmt: skip
+    env = dict(os.environ, ORT_DISABLE_TELEMETRY="1")
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    result = json.loads(out.read_text())
+    assert result["errors"] == {}, result["errors"]
+
+    assert result["machine"]["logical_cpus"] >= 1 and result["machine"]["packages"]["onnxruntime"]
+    assert _positive(result["ceiling"]["best"]["bytes"]["images_per_s"])
+    assert _positive(result["ceiling"]["best"]["tensor"]["images_per_s"])
+    for name in ("lumenserve_grpc_bytes", "lumenserve_grpc_tensor", "lumenserve_http_bytes",
+                 "lumenserve_http_tensor", "torchserve_ours_http_bytes"):  # fmt: skip
+        for conc in ("1", "4"):
+            point = result["throughput"][name][conc]
+            assert _positive(point["requests_per_s"]), (name, conc, point)
+            assert point["errors"] == 0, (name, point["first_error"])
+            assert point["p50_ms"] <= point["p90_ms"] <= point["p99_ms"]
+    # the top-5 answer really came back (3 classes in the tiny model: all of them)
+    assert len(result["sample_answers"]["lumenserve_grpc_bytes"]) == 3
+    assert _positive(result["omp_wait_policy"]["ACTIVE"]["1"]["requests_per_s"])
+
+    for key, case in result["explain"]["cases"].items():
+        for contender in ("captum_in_process", "lumenserve_lean", "lumenserve_default", "torchserve_ours"):
+            assert _positive(case["median_s"][contender]), (key, contender, result["explain"]["errors"])
+    assert _positive(result["cold_start"]["lumenserve_median_s"])
+    assert _positive(result["cold_start"]["torchserve_median_s"])
+    overload = result["overload"]
+    assert _positive(overload["goodput_per_s"]) and overload["server_alive_after"] is True
+    assert overload["ok"] + overload["rejected"] + overload["failed"] > 0
+    assert _positive(result["training"]["ratio"])
+
+    targets = {t["target"]: t for t in result["targets"]}
+    assert "cold start to ready, lumenserve (median)" in targets
+    assert all(isinstance(t["met"], bool) for t in targets.values()), [t for t in targets.values() if t["met"] is None]
+
+    text = markdown.read_text()
+    assert "## Targets" in text and "| lumenserve_grpc_bytes | 1 |" in text
+    assert "HAND-WRITTEN ANALYSIS" in text and "old tables" not in text

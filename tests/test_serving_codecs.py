@@ -1,0 +1,196 @@
+"""Codecs, batcher and settings on their own (no server): hand-checkable cases."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lumenserve.bundle import ImagePreprocessing
+from serving.batching import Batcher, BatchPolicy
+from serving.codecs.classification import top_k_strings
+from serving.codecs.image import ImageCodec
+from serving.codecs.tensors import decode_list, decode_raw, encode_bytes_raw
+from serving.errors import DeadlineExceeded, InvalidInput, Unavailable
+from serving.metrics import ServingMetrics
+from serving.settings import load_settings
+
+PRE = ImagePreprocessing(resize_size=36, crop_size=32, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+
+
+def test_raw_contents_are_a_view_not_a_copy() -> None:
+    raw = np.arange(24, dtype=np.float32).tobytes()
+    array = decode_raw("FP32", [2, 3, 4], raw, "x")
+    assert array.shape == (2, 3, 4) and array[1, 2, 3] == 23
+    assert np.shares_memory(array, np.frombuffer(raw, dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("shape", "size", "words"),
+    [
+        ([2, 3], 20, "needs 24"),
+        ([2, 3], 28, "needs 24"),
+        ([-1, 3], 12, "negative"),
+        ([1 << 20, 1 << 20], 4, "more than"),
+    ],
+)
+def test_raw_length_must_equal_shape_times_itemsize(shape: list[int], size: int, words: str) -> None:
+    with pytest.raises(InvalidInput, match=words):
+        decode_raw("FP32", shape, b"\0" * size, "x")
+
+
+def test_bytes_elements_round_trip_and_lying_prefixes() -> None:
+    items = [b"", b"a", "héllo".encode(), b"\x00\xff" * 10]
+    raw = encode_bytes_raw(np.array(items, dtype=np.object_))
+    assert list(decode_raw("BYTES", [4], raw, "t")) == items
+    with pytest.raises(InvalidInput, match="claims 1000 bytes"):
+        decode_raw("BYTES", [1], struct.pack("<I", 1000) + b"abc", "t")
+    with pytest.raises(InvalidInput, match="inside a 4-byte length prefix"):
+        decode_raw("BYTES", [2], struct.pack("<I", 1) + b"a" + b"\x01\x00", "t")
+    with pytest.raises(InvalidInput, match="3 BYTES elements for shape"):
+        decode_raw("BYTES", [2], encode_bytes_raw(np.array([b"a", b"b", b"c"], dtype=np.object_)), "t")
+
+
+def test_json_lists_are_checked_against_shape_and_type() -> None:
+    assert decode_list("INT64", [2, 2], [[1, 2], [3, 4]], "x").dtype == np.int64
+    for data, words in [([1, 2, 3], "3 elements"), (["a", "b"], "does not fit"), ([1.5, 2], "non-integer"),
+                        ([[1], [2, 3]], "does not fit"), ([1 << 70, 0], "does not fit")]:  # fmt: skip
+        with pytest.raises(InvalidInput, match=words):
+            decode_list("INT64", [2], data, "x")
+    with pytest.raises(InvalidInput, match="unknown datatype"):
+        decode_list("FLOAT", [1], [1.0], "x")
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [50_000, 10_000])
+def test_decompression_bomb_is_refused_before_decoding(side: int) -> None:
+    bomb = _png_header_only(side, side)
+    assert len(bomb) < 200
+    start = time.perf_counter()
+    with pytest.raises(InvalidInput, match="over the limit of 40000000"):
+        ImageCodec(PRE, max_pixels=40_000_000)([bomb])
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize("data", [b"", b"GIF89a-not-allowed", b"\xff\xd8\xff\xe0 truncated jpeg"])
+def test_undecodable_images_are_invalid_input(data: bytes) -> None:
+    with pytest.raises(InvalidInput):
+        ImageCodec(PRE, max_pixels=10**7)([data])
+
+
+def test_top_k_strings() -> None:
+    scores = np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]], dtype=np.float32)
+    top = top_k_strings(scores, 2, ["a", "b", "c"])
+    assert top.tolist() == [[b"0.700000:1:b", b"0.200000:2:c"], [b"0.500000:0:a", b"0.300000:2:c"]]
+
+
+def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text("http_port: 9000\ngrpc_port: 9001\nmax_batch_size: 8\nmodels: [a, b]\n")
+    monkeypatch.setenv("LUMENSERVE_GRPC_PORT", "9101")
+    monkeypatch.setenv("LUMENSERVE_MAX_BATCH_SIZE", "4")
+    settings = load_settings(config, max_batch_size=2, host=None)
+    assert (settings.http_port, settings.grpc_port, settings.max_batch_size) == (9000, 9101, 2)
+    assert settings.models == ["a", "b"] and settings.host == "127.0.0.1"
+    with pytest.raises(ValueError, match="device"):
+        load_settings(None, device="tpu")
+
+
+# ---- batcher ------------------------------------------------------------------------------
+
+
+def _row_model(calls: list[int]) -> Batcher:
+    """A real numpy model: per row, the sum of its valid tokens, and a (rows, seq, seq) map."""
+
+    def predict(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids, mask = feed["input_ids"], feed["attention_mask"]  # (rows, seq) each
+        calls.append(ids.shape[0])
+        time.sleep(0.02)
+        grid = ids[:, :, None] * mask[:, None, :]  # (rows, seq, seq)
+        return {"total": (ids * mask).sum(axis=1, keepdims=True), "grid": grid}
+
+    policy = BatchPolicy(max_batch_size=8, max_queue_delay=0.0, max_queue_size=6,
+                         pad_values={"input_ids": 0}, dynamic_output_dims={"grid": [1, 2]})  # fmt: skip
+    return Batcher(predict, policy, ServingMetrics().for_model("m", "1"), ThreadPoolExecutor(1))
+
+
+def test_batcher_pads_batches_and_returns_each_caller_its_rows() -> None:
+    async def scenario() -> None:
+        calls: list[int] = []
+        batcher = _row_model(calls)
+        batcher.start()
+        feeds = []
+        for caller in range(6):
+            rows, seq = 1 + caller % 2, 2 + caller
+            ids = np.arange(1, rows * seq + 1, dtype=np.int64).reshape(rows, seq) * (caller + 1)
+            feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+        deadline = time.monotonic() + 10
+        results = await asyncio.gather(*(batcher.submit(f, f["input_ids"].shape[0], deadline) for f in feeds))
+        for feed, out in zip(feeds, results, strict=True):
+            ids = feed["input_ids"]
+            np.testing.assert_array_equal(out["total"][:, 0], ids.sum(axis=1))
+            assert out["grid"].shape == (ids.shape[0], ids.shape[1], ids.shape[1])  # cut back to its own length
+            np.testing.assert_array_equal(out["grid"], ids[:, :, None] * np.ones_like(ids)[:, None, :])
+        assert max(calls) > 2, calls  # requests were batched together
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_batcher_rejects_when_full_and_never_runs_expired_requests() -> None:
+    async def scenario() -> None:
+        calls: list[int] = []
+        batcher = _row_model(calls)
+        batcher.start()
+        one = {"input_ids": np.ones((1, 3), np.int64), "attention_mask": np.ones((1, 3), np.int64)}
+        far = time.monotonic() + 10
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(one, 1, time.monotonic() - 1)
+        tasks = [asyncio.ensure_future(batcher.submit(one, 1, far)) for _ in range(8)]
+        await asyncio.sleep(0)  # all eight try to queue while the first batch has not started
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        assert sum(isinstance(o, Unavailable) for o in outcomes) == 2  # queue of 6
+        # a request that expires while queued behind a running batch never reaches the model
+        calls.clear()
+        blocker = asyncio.ensure_future(batcher.submit(one, 1, far))
+        await asyncio.sleep(0.005)
+        with pytest.raises(DeadlineExceeded, match="in the queue"):
+            await batcher.submit({k: v.copy() for k, v in one.items()}, 1, time.monotonic() + 0.005)
+        await blocker
+        assert calls == [1]
+        # a cancelled caller leaves the queue
+        blocker = asyncio.ensure_future(batcher.submit(one, 1, far))
+        await asyncio.sleep(0.005)
+        cancelled = asyncio.ensure_future(batcher.submit(one, 1, far))
+        await asyncio.sleep(0)
+        assert batcher.depth == 1
+        cancelled.cancel()
+        await asyncio.sleep(0)
+        assert batcher.depth == 0
+        await blocker
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_batch_over_the_maximum_is_invalid() -> None:
+    async def scenario() -> None:
+        batcher = _row_model([])
+        big = {"input_ids": np.ones((9, 2), np.int64), "attention_mask": np.ones((9, 2), np.int64)}
+        with pytest.raises(InvalidInput, match="max_batch_size of 8"):
+            await batcher.submit(big, 9, time.monotonic() + 1)
+
+    asyncio.run(scenario())
