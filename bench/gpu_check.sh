@@ -85,7 +85,7 @@ for _ in $(seq 1 360); do
   sleep 0.5
 done
 grep "lumenserve ready" "$LOG" || { cat "$LOG"; exit 1; }
-HTTP_PORT=$(sed -n 's/.*ready: http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$LOG")
+HTTP_PORT=$(sed -n 's/.*ready: https\?:\/\/[^:]*:\([0-9]*\).*/\1/p' "$LOG")
 GRPC_PORT=$(sed -n 's/.*grpc=[^:]*:\([0-9]*\).*/\1/p' "$LOG")
 
 "$PY" - "$REPO" "$DEVICE" "$RUNTIME" "$HTTP_PORT" "$GRPC_PORT" <<'PYEOF'

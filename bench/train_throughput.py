@@ -24,13 +24,13 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-import torchvision  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+import torch
+import torchvision
+from torch.utils.data import DataLoader, TensorDataset
 
-import lumenserve.env  # noqa: E402, F401  (scratch dirs, telemetry off)
-from training.config import TrainConfig  # noqa: E402
-from training.trainer import Trainer  # noqa: E402
+import lumenserve.env  # noqa: F401  (scratch dirs, telemetry off)
+from training.config import TrainConfig
+from training.trainer import Trainer
 
 
 def _bare_epoch(model: torch.nn.Module, data: TensorDataset, batch_size: int, lr: float, seed: int) -> float:
@@ -113,7 +113,8 @@ def main() -> None:
     print(
         f"{result['model']} @ {result['image_size']} px, batch {result['batch_size']}, {result['rounds']} rounds, "
         f"{result['threads']} threads\n"
-        f"bare loop: {result['bare_samples_per_s']:.1f} samples/s  trainer: {result['trainer_samples_per_s']:.1f} samples/s\n"
+        f"bare loop: {result['bare_samples_per_s']:.1f} samples/s  "
+        f"trainer: {result['trainer_samples_per_s']:.1f} samples/s\n"
         f"ratio trainer/bare: {result['ratio']:.3f} (goal >= {result['goal']})"
     )
 

@@ -153,7 +153,7 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def setup_problems(steps: list[Step], host: str, ports: tuple[int, int]) -> list[str]:
+def setup_problems(steps: list[Step], host: str, ports: tuple[int, ...]) -> list[str]:
     """Everything missing for this plan, each with what to do about it."""
     from lumenserve import assets
 

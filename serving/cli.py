@@ -41,4 +41,10 @@ def serve_command(config_file: Path | None, models: tuple[str, ...], log_level: 
         server = LumenServer(settings)
         await server.serve_forever(on_ready=lambda s: click.echo(s.ready_line()))
 
-    asyncio.run(main())
+    from lumenserve.bundle import BundleError
+    from serving.errors import ServingError
+
+    try:
+        asyncio.run(main())
+    except (BundleError, ServingError, OSError, RuntimeError) as exc:  # bad repository, port taken, ...
+        raise click.ClickException(f"lumenserve serve failed: {exc}") from exc

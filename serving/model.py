@@ -154,8 +154,6 @@ class LoadedModel:
         for out in wanted:
             array = self._output_array(out.name, outputs, cache)
             k = out.classification
-            if k < 0:
-                raise InvalidInput(f"output {out.name!r}: classification must be a positive count")
             if k:
                 if array.ndim != 2:
                     raise InvalidInput(f"output {out.name!r}: classification needs a [batch, classes] output")

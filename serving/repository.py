@@ -40,6 +40,9 @@ class ModelRepository:
         self.models: dict[str, dict[str, LoadedModel]] = {}
         self.states: dict[tuple[str, str], VersionState] = {}
         self.listeners: list[StateListener] = []
+        self.expected: set[str] = set()
+        """Models server readiness waits for (startup models, plus API loads, minus API unloads)."""
+        self.started = False
         self._locks: dict[str, asyncio.Lock] = {}
 
     # ---- lookup -------------------------------------------------------------------------
@@ -70,11 +73,20 @@ class ModelRepository:
         return [n for n, vs in self.models.items() if any(m.ready for m in vs.values())]
 
     def all_ready(self) -> bool:
-        wanted = self.wanted_models()
-        return all(n in self.ready_names() for n in wanted) and bool(self.models)
+        """Every expected model (loaded at startup or through the API, not unloaded) is ready."""
+        ready = set(self.ready_names())
+        return self.started and all(name in ready for name in self.expected)
 
     def wanted_models(self) -> list[str]:
+        """The models to load at startup: ``settings.models`` or everything in the repository."""
         return list(self.settings.models) or list_models(self.settings.repository)
+
+    async def load_startup_models(self) -> None:
+        names = self.wanted_models()
+        self.expected.update(names)
+        for name in names:
+            await self.load(name)
+        self.started = True
 
     def index(self) -> list[dict[str, str]]:
         """Every model version on disk with its state (Triton's repository index shape)."""
@@ -118,6 +130,7 @@ class ModelRepository:
                 raise InvalidInput(f"model {name!r} failed to load: {'; '.join(errors)}")
             old = self.models.get(name, {})
             self.models[name] = loaded
+            self.expected.add(name)
             self._notify(name)
             for version, model in old.items():
                 await self._retire(model, keep_state=version in loaded)
@@ -166,6 +179,7 @@ class ModelRepository:
 
     async def unload(self, name: str) -> None:
         async with self._lock(name):
+            self.expected.discard(name)
             versions = self.models.pop(name, None)
             if versions is None:
                 raise ModelNotFound(f"model {name!r} is not loaded")

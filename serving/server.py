@@ -116,8 +116,7 @@ class LumenServer:
                 raise RuntimeError("HTTP server stopped during startup")
             await asyncio.sleep(0.01)
         await self.health.refresh()
-        for name in self.repository.wanted_models():
-            await self.repository.load(name)
+        await self.repository.load_startup_models()
         if any(m.runtime.device.startswith("cuda") for vs in self.repository.models.values() for m in vs.values()):
             self.metrics.enable_gpu_memory()
         await self.health.refresh()
@@ -125,7 +124,8 @@ class LumenServer:
     def ready_line(self) -> str:
         host = self.settings.host
         models = ", ".join(f"{n}:{','.join(self.repository.versions_of(n))}" for n in sorted(self.repository.models))
-        return f"lumenserve ready: http://{host}:{self.http_port} grpc={host}:{self.grpc_port} models=[{models}]"
+        scheme = "https" if self.settings.tls_cert and self.settings.tls_key else "http"
+        return f"lumenserve ready: {scheme}://{host}:{self.http_port} grpc={host}:{self.grpc_port} models=[{models}]"
 
     def request_stop(self) -> None:
         if self._stopping is None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from serving.errors import InvalidInput
+
 Parameters = dict[str, Any]
 
 
@@ -37,7 +39,13 @@ class RequestedOutput:
 
     @property
     def classification(self) -> int:
-        return int(self.parameters.get("classification", 0) or 0)
+        """Top-k count asked for (0: none). Raises InvalidInput for anything but a count."""
+        value = self.parameters.get("classification", 0)
+        if value is None or value is False:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInput(f"output {self.name!r}: parameter 'classification' must be a non-negative integer")
+        return value
 
 
 @dataclass(slots=True)

@@ -1,7 +1,11 @@
 """Tiny real bundles for serving/explain tests, made with the real exporter (random weights).
 
-- image: torchvision ``mobilenet_v3_small`` with 3 classes at 32 px (ImageNet mean/std).
-- text: a 2-layer BERT (hidden 32) with all-MiniLM-L6-v2's tokenizer, 2 labels, eager attention.
+- image: torchvision ``squeezenet1_1`` with 3 classes at 32 px (ImageNet mean/std); no
+  batch norm, so random weights still give input-dependent outputs (a random MobileNetV3 at
+  32 px answers the same logits for every input, which would let broken preprocessing pass).
+  The classifier conv is scaled up so probabilities differ visibly between inputs.
+- text: a 2-layer BERT (hidden 32) with all-MiniLM-L6-v2's tokenizer, 2 labels, eager
+  attention; pooler and classifier scaled up for the same reason.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ TEXT_LABELS = ["negative", "positive"]
 
 def make_image_bundle(repo: Path, name: str = "tiny-image", seed: int = 0) -> Bundle:
     torch.manual_seed(seed)
-    model = torchvision.models.get_model("mobilenet_v3_small", weights=None, num_classes=len(IMAGE_LABELS))
+    model = torchvision.models.get_model("squeezenet1_1", weights=None, num_classes=len(IMAGE_LABELS))
+    with torch.no_grad():
+        model.classifier[1].weight.mul_(4.0)  # (classes, 512, 1, 1)
     pre = ImagePreprocessing(resize_size=36, crop_size=32, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
     return export_image_model(
         model,
-        arch_name="mobilenet_v3_small",
+        arch_name="squeezenet1_1",
         labels=IMAGE_LABELS,
         preprocessing=pre,
         repo=repo,
@@ -53,6 +59,8 @@ def make_text_bundle(repo: Path, name: str = "tiny-text", seed: int = 0) -> Bund
         attn_implementation="eager",
     )
     model = BertForSequenceClassification(config)
+    torch.nn.init.normal_(model.classifier.weight, std=3.0)  # (labels, hidden)
+    torch.nn.init.normal_(model.bert.pooler.dense.weight, std=0.5)  # (hidden, hidden)
     return export_text_model(
         model,
         tokenizer,

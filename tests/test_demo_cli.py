@@ -72,7 +72,7 @@ def test_rerun_with_bundles_serves_in_seconds_and_ctrl_c_stops_cleanly(model_rep
     started = time.monotonic()
     child = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(b.decode(errors="replace")) for b in child.stdout], daemon=True).start()  # type: ignore[union-attr]
+    threading.Thread(target=_pump, args=(child, lines), daemon=True).start()
     output: list[str] = []
     url = None
     try:
@@ -106,6 +106,12 @@ def test_rerun_with_bundles_serves_in_seconds_and_ctrl_c_stops_cleanly(model_rep
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{http_port}/v2/health/live", timeout=2)
     print(f"demo rerun: URL after {to_url:.1f} s")
+
+
+def _pump(child: subprocess.Popen[bytes], lines: queue.Queue[str]) -> None:
+    assert child.stdout is not None
+    for raw in child.stdout:
+        lines.put(raw.decode(errors="replace"))
 
 
 def iter_queue(q: queue.Queue[str]) -> list[str]:

@@ -28,7 +28,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-repository-token"
-READY = re.compile(r"lumenserve ready: http://[^:]+:(\d+) grpc=[^:]+:(\d+)")
+READY = re.compile(r"lumenserve ready: https?://[^:]+:(\d+) grpc=[^:]+:(\d+)")
 Inputs = dict[str, tuple[np.ndarray, str]]
 
 

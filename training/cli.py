@@ -40,7 +40,13 @@ def _describe(bundle: object) -> str:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def train_command(
-    config: Path, overrides: tuple[str, ...], out: Path, export_to: Path | None, smoke: bool, resume: bool, no_progress: bool
+    config: Path,
+    overrides: tuple[str, ...],
+    out: Path,
+    export_to: Path | None,
+    smoke: bool,
+    resume: bool,
+    no_progress: bool,
 ) -> None:
     """Fine-tune a pretrained model per the recipe CONFIG (YAML); run under torchrun for DDP."""
     errors = _user_errors()

@@ -45,10 +45,10 @@ class DataConfig(_Strict):
     """Allowed labels in order (rows with others are dropped as ``unknown_label``); None: all seen, sorted."""
     label_names: dict[str, str] = {}
     """Display names for raw label values (e.g. IDX digits -> class names)."""
-    val_fraction: float = Field(0.1, gt=0, lt=0.5)
-    test_fraction: float = Field(0.1, gt=0, lt=0.5)
-    max_train_samples: int | None = Field(None, ge=2)
-    max_eval_samples: int | None = Field(None, ge=2)
+    val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    max_train_samples: int | None = Field(default=None, ge=2)
+    max_eval_samples: int | None = Field(default=None, ge=2)
     """Cap on validation and on test samples each (stratified subsample)."""
     seed: int = 0
 
@@ -61,36 +61,36 @@ class ModelConfig(_Strict):
     """torchvision weights enum member (e.g. IMAGENET1K_V1); None: random init."""
     freeze: Literal["head", "last_blocks", "none"] = "none"
     """head: train only the new head; last_blocks: head + the last ``unfrozen_blocks`` blocks; none: everything."""
-    unfrozen_blocks: int = Field(2, ge=0)
-    image_size: int | None = Field(None, ge=16, le=1024)
+    unfrozen_blocks: int = Field(default=2, ge=0)
+    image_size: int | None = Field(default=None, ge=16, le=1024)
     """Crop size for images (resize = crop * the weights' resize/crop ratio); None: the weights' own."""
-    max_length: int = Field(128, ge=8, le=8192)
+    max_length: int = Field(default=128, ge=8, le=8192)
     """Tokenizer truncation length for text."""
     augment: bool = True
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(3, ge=1)
-    max_steps: int | None = Field(None, ge=1)
+    epochs: int = Field(default=3, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
     """Stop after this many optimizer steps (smoke)."""
-    batch_size: int = Field(32, ge=1)
-    eval_batch_size: int = Field(128, ge=1)
-    grad_accum_steps: int = Field(1, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(default=32, ge=1)
+    eval_batch_size: int = Field(default=128, ge=1)
+    grad_accum_steps: int = Field(default=1, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
     head_lr: float | None = None
     """Learning rate of the new head (default: ``lr``)."""
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_fraction: float = Field(0.05, ge=0, lt=1)
-    min_lr_ratio: float = Field(0.0, ge=0, le=1)
-    grad_clip: float | None = Field(1.0, gt=0)
-    early_stopping_patience: int | None = Field(None, ge=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_fraction: float = Field(default=0.05, ge=0, lt=1)
+    min_lr_ratio: float = Field(default=0.0, ge=0, le=1)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    early_stopping_patience: int | None = Field(default=None, ge=1)
     """Epochs without validation improvement before stopping; None: never stop early."""
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
-    evals_per_epoch: int = Field(1, ge=1)
+    evals_per_epoch: int = Field(default=1, ge=1)
     seed: int = 0
     mixed_precision: bool = True
     """bf16 autocast on CUDA (ignored on CPU)."""
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(default=0, ge=0)
     threads: int | None = None
     """torch CPU threads (None: torch's default)."""
 
@@ -99,7 +99,7 @@ class ExportConfig(_Strict):
     name: str | None = None
     """Bundle name (default: the recipe's name)."""
     gradcam_layer: str | None = None
-    tolerance: float = Field(1e-4, gt=0)
+    tolerance: float = Field(default=1e-4, gt=0)
 
 
 class Recipe(_Strict):
@@ -107,8 +107,8 @@ class Recipe(_Strict):
     task: Literal["image-classification", "text-classification"]
     data: DataConfig
     model: ModelConfig
-    train: TrainConfig = TrainConfig()
-    export: ExportConfig = ExportConfig()
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     smoke: dict[str, Any] = {}
     """Overrides (dotted keys) applied by ``--smoke``."""
 

@@ -18,7 +18,10 @@ ECE_BINS = 15
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module, loader: DataLoader[Any], device: torch.device, autocast: AbstractContextManager[Any] | None = None
+    model: torch.nn.Module,
+    loader: DataLoader[Any],
+    device: torch.device,
+    autocast: AbstractContextManager[Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """(probabilities (N, K) float32, targets (N,) int64, mean cross-entropy loss)."""
     was_training = model.training
@@ -50,7 +53,9 @@ def calibration(probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS) ->
         acc = float(correct[mask].mean()) if n else 0.0
         conf = float(confidence[mask].mean()) if n else 0.0
         ece += n / max(1, len(targets)) * abs(acc - conf)
-        rows.append({"lower": float(edges[b]), "upper": float(edges[b + 1]), "count": n, "accuracy": acc, "confidence": conf})
+        rows.append(
+            {"lower": float(edges[b]), "upper": float(edges[b + 1]), "count": n, "accuracy": acc, "confidence": conf}
+        )
     return {"ece": float(ece), "bins": rows}
 
 
@@ -60,9 +65,7 @@ def classification_metrics(probs: np.ndarray, targets: np.ndarray, labels: Seque
     k = len(labels)
     preds = probs.argmax(axis=1)
     idx = list(range(k))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        targets, preds, labels=idx, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(targets, preds, labels=idx, zero_division=0)
     cal = calibration(probs, targets)
     return {
         "accuracy": float((preds == targets).mean()) if len(targets) else 0.0,

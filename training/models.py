@@ -85,13 +85,16 @@ def build_image_model(cfg: ModelConfig, num_classes: int) -> BuiltModel:
             pretrained = weights.get_state_dict(progress=False)
         except Exception as exc:
             raise ModelError(
-                f"cannot load {cfg.name} weights {weights}: {exc} (offline: put the file in $TORCH_HOME/hub/checkpoints)"
+                f"cannot load {cfg.name} weights {weights}: {exc} "
+                "(offline: put the file in $TORCH_HOME/hub/checkpoints)"
             ) from exc
         head = [k for k, v in own.items() if k in pretrained and pretrained[k].shape != v.shape]
         kept = {k: v for k, v in pretrained.items() if k not in head}
         missing, unexpected = model.load_state_dict(kept, strict=False)
         if set(missing) != set(head) or unexpected:
-            raise ModelError(f"{cfg.name}: pretrained weights do not fit (missing {missing[:5]}, unexpected {unexpected[:5]})")
+            raise ModelError(
+                f"{cfg.name}: pretrained weights do not fit (missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
         categories = list(weights.meta.get("categories") or [])
     pre = image_preprocessing(weights, cfg.image_size)
     return BuiltModel(model, head, preprocessing=pre, categories=categories)

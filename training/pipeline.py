@@ -45,10 +45,20 @@ def _datasets(recipe: Recipe, data: PreparedData, built: BuiltModel) -> tuple[An
         pre = built.preprocessing
         train = ImageDataset(data.train, data.labels, image_transforms(pre, True, recipe.model.augment))
         evaluation = image_transforms(pre, False)
-        return train, ImageDataset(data.validation, data.labels, evaluation), ImageDataset(data.test, data.labels, evaluation), None
+        return (
+            train,
+            ImageDataset(data.validation, data.labels, evaluation),
+            ImageDataset(data.test, data.labels, evaluation),
+            None,
+        )
     tok, n = built.tokenizer, recipe.model.max_length
     train_t = TextDataset(data.train, data.labels, tok, n)
-    return train_t, TextDataset(data.validation, data.labels, tok, n), TextDataset(data.test, data.labels, tok, n), text_collator(tok)
+    return (
+        train_t,
+        TextDataset(data.validation, data.labels, tok, n),
+        TextDataset(data.test, data.labels, tok, n),
+        text_collator(tok),
+    )
 
 
 def _samples(recipe: Recipe, test_set: Any, labels: list[str], probs: Any, targets: Any) -> dict[str, Any]:
@@ -57,7 +67,13 @@ def _samples(recipe: Recipe, test_set: Any, labels: list[str], probs: Any, targe
     pred = [labels[int(p)] for p in probs[:n].argmax(axis=1)]
     conf = [float(c) for c in probs[:n].max(axis=1)]
     if recipe.task == "image-classification":
-        return {"kind": "image", "items": [test_set.raw_image(i) for i in range(n)], "true": true, "pred": pred, "conf": conf}
+        return {
+            "kind": "image",
+            "items": [test_set.raw_image(i) for i in range(n)],
+            "true": true,
+            "pred": pred,
+            "conf": conf,
+        }
     return {"kind": "text", "items": test_set.texts[:n], "true": true, "pred": pred, "conf": conf}
 
 
@@ -70,7 +86,8 @@ def _save_export_inputs(run_dir: Path, recipe: Recipe, built: BuiltModel, test_s
         save_file({"input": batch.contiguous()}, str(run_dir / PARITY_IMAGES))
     else:
         (run_dir / PARITY_TEXTS).write_text(json.dumps(test_set.texts[:4]))
-        built.model.config.save_pretrained(run_dir / "hf_config")
+        config: Any = built.model.config
+        config.save_pretrained(run_dir / "hf_config")
         built.tokenizer.save_pretrained(run_dir / "tokenizer")
 
 
@@ -105,7 +122,9 @@ def _summary(
     }
 
 
-def run_training(recipe: Recipe, out: str | Path, *, smoke: bool = False, resume: bool = False, progress: bool = True) -> RunResult:
+def run_training(
+    recipe: Recipe, out: str | Path, *, smoke: bool = False, resume: bool = False, progress: bool = True
+) -> RunResult:
     """Train per ``recipe`` into ``out`` (under torchrun: every rank calls this; rank 0 writes)."""
     began = time.perf_counter()
     run_dir = Path(out)

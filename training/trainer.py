@@ -119,7 +119,7 @@ class Trainer:
         )
         # reseeded per epoch (seed + epoch) so a resumed run shuffles exactly like an uninterrupted one
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.sampler = (
+        self.sampler: DistributedSampler[Any] | None = (
             DistributedSampler(train_set, self.info.world_size, self.info.rank, shuffle=True, seed=cfg.seed)
             if self.info.enabled
             else None
@@ -248,7 +248,7 @@ class Trainer:
             for i, batch in enumerate(self.train_loader):
                 sync = (i + 1) % accum == 0 or i + 1 == batches
                 no_sync = getattr(self.ddp, "no_sync", None)
-                with (no_sync() if (no_sync is not None and not sync) else nullcontext()), self.autocast():
+                with no_sync() if (no_sync is not None and not sync) else nullcontext(), self.autocast():
                     logits, targets = forward_logits(self.ddp, batch, self.device)  # (batch, K), (batch,)
                     loss = torch.nn.functional.cross_entropy(logits.float(), targets)
                 (loss / accum).backward()
@@ -267,7 +267,7 @@ class Trainer:
                 at_eval = self.state.step % self.eval_every == 0 or self.state.step >= self.total_steps
                 if self.state.step % 10 == 0 or at_eval:
                     train_loss = shown_loss = loss_sum / max(1, loss_count)
-                    lr = self.scheduler.get_last_lr()[0]
+                    lr = float(self.scheduler.get_last_lr()[0])
                     self.state.history.append({"step": self.state.step, "train_loss": train_loss, "lr": lr})
                     self._scalar("train/loss", train_loss)
                     self._scalar("train/lr", lr)

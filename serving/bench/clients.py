@@ -70,7 +70,8 @@ class LumenHttp:
 
         self.name = name
         self.model = model
-        self.client = http_aio.InferenceServerClient(url, conn_limit=256)
+        host = url.split("://", 1)[-1]  # tritonclient wants host:port without the scheme
+        self.client = http_aio.InferenceServerClient(host, conn_limit=256)
         self.inputs = [self._input(httpclient, workload, mode, k) for k in range(len(workload))]
         self.outputs = [httpclient.InferRequestedOutput("probabilities", binary_data=True, class_count=TOP_K)]
 

@@ -131,7 +131,7 @@ class HealthTracker:
     async def refresh(self) -> None:
         serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
         await self.servicer.set("", serving if self.dataplane.ready() else not_serving)
-        names = set(self.dataplane.repository.models) | set(self.dataplane.repository.wanted_models())
+        names = set(self.dataplane.repository.models) | self.dataplane.repository.expected
         names |= {s.name for s in self.dataplane.repository.states.values()}
         for name in sorted(names):
             try:

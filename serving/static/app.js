@@ -171,7 +171,8 @@ function selectModel(name) {
   $("text-input").hidden = model.task !== "text";
   state.input = null;
   $("preview").hidden = true;
-  $("drop-text").hidden = false;
+  $("drop-text").textContent = "Drop an image here, or choose a file";
+  $("explain-latency").textContent = "";
   $("topk").innerHTML = '<li class="empty">No input yet.</li>';
   $("latency").textContent = "";
   $("explain-result").hidden = true;
@@ -347,17 +348,18 @@ async function explain() {
   renderExplanation(response);
 }
 
-function figure(src, caption) {
+function figure(src, caption, kind = "") {
   const fig = document.createElement("figure");
   const img = document.createElement("img");
   img.src = src.startsWith("data:") || src.startsWith("blob:") ? src : `data:image/png;base64,${src}`;
   img.alt = caption;
   img.dataset.figure = caption;
+  if (kind) img.classList.add(kind);
   // Small renders (a 32 px overlay, a 2-layer attention grid) are shown enlarged, pixel-exact.
   img.addEventListener("load", () => {
     if (img.naturalWidth < 200) {
       img.classList.add("small");
-      img.style.width = `${img.naturalWidth * Math.max(2, Math.floor(224 / img.naturalWidth))}px`;
+      if (!img.classList.contains("pair")) img.style.width = `${img.naturalWidth * Math.max(2, Math.floor(224 / img.naturalWidth))}px`;
     }
   });
   const cap = document.createElement("figcaption");
@@ -382,8 +384,9 @@ function renderExplanation(response) {
     const png = out.parameters && out.parameters.content_type === "image/png";
     if (out.datatype === "BYTES" && (png || isPng(data[0]))) {
       if (out.name === "token_png" && state.input.kind === "text") continue; // the page draws tokens itself
-      if (out.name === "overlay_png" && state.input.kind === "image") figures.push(figure(state.input.url, "input"));
-      figures.push(figure(data[0], prettyName(out.name)));
+      const pair = out.name === "overlay_png" && state.input.kind === "image";
+      if (pair) figures.push(figure(state.input.url, "input", "pair"));
+      figures.push(figure(data[0], prettyName(out.name), pair ? "pair" : ""));
     } else if (out.name === "tokens" && out.datatype === "BYTES") {
       tokens = data.map(String);
     } else if (/token_attribution|^attributions?$/.test(out.name) && out.datatype !== "BYTES") {
@@ -434,6 +437,7 @@ function renderExplanation(response) {
 
 function renderTokens(tokens, scores) {
   const box = $("tokens");
+  $("token-legend").hidden = true;
   if (!tokens || !scores || state.input.kind !== "text") { box.hidden = true; return; }
   const n = Math.min(tokens.length, scores.length);
   const max = Math.max(1e-9, ...scores.slice(0, n).map(Math.abs));
@@ -450,6 +454,7 @@ function renderTokens(tokens, scores) {
   }
   box.replaceChildren(...spans);
   box.hidden = false;
+  $("token-legend").hidden = false;
 }
 
 // ---------- training report ----------

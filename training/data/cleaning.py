@@ -122,7 +122,10 @@ def keep_labels(examples: Sequence[Example], allowed: set[str], report: DataRepo
 
 
 def drop_duplicates(
-    examples: Sequence[Example], report: DataReport, split: str, seen_elsewhere: set[str] = frozenset()  # type: ignore[assignment]
+    examples: Sequence[Example],
+    report: DataReport,
+    split: str,
+    seen_elsewhere: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> list[Example]:
     """Keep the first of each content key; drop keys already in other (earlier) splits."""
     seen: set[str] = set()

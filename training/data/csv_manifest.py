@@ -7,7 +7,9 @@ from pathlib import Path
 from training.data.tables import read_rows
 
 
-def read_csv_manifest(path: str | Path, path_column: str = "path", label_column: str = "label") -> list[tuple[Path, str]]:
+def read_csv_manifest(
+    path: str | Path, path_column: str = "path", label_column: str = "label"
+) -> list[tuple[Path, str]]:
     """(image path, label); relative paths resolve against the CSV's folder."""
     path = Path(path)
     base = path.parent

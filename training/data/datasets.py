@@ -21,7 +21,9 @@ def image_transforms(pre: ImagePreprocessing, train: bool, augment: bool = True)
     training with ``augment``, a random crop and horizontal flip instead of the center crop."""
     interpolation = InterpolationMode(pre.interpolation)
     crop: list[Any] = (
-        [v2.RandomCrop(pre.crop_size), v2.RandomHorizontalFlip()] if train and augment else [v2.CenterCrop(pre.crop_size)]
+        [v2.RandomCrop(pre.crop_size), v2.RandomHorizontalFlip()]
+        if train and augment
+        else [v2.CenterCrop(pre.crop_size)]
     )
     return v2.Compose(
         [

@@ -58,7 +58,10 @@ def resolve_path(path: str) -> str:
 
 def read_source(source: SourceConfig, task: str) -> list[Example]:
     source = source.model_copy(
-        update={"path": resolve_path(source.path), "labels_path": source.labels_path and resolve_path(source.labels_path)}
+        update={
+            "path": resolve_path(source.path),
+            "labels_path": source.labels_path and resolve_path(source.labels_path),
+        }
     )
     image_task = task == "image-classification"
     if image_task != (source.format in IMAGE_FORMATS):

@@ -36,11 +36,14 @@ pre{background:#f6f6f6;padding:1rem;overflow:auto;font-size:.85rem}.kpi{font-siz
 <h2>Sample predictions</h2>{{ img("samples.png") }}
 <h2>Data</h2>
 <table><tr><th>split</th>{% for l in s.labels %}<th>{{ l }}</th>{% endfor %}<th>total</th></tr>
-{% for split, counts in s.data.class_counts.items() %}<tr><td>{{ split }}</td>{% for l in s.labels %}<td>{{ counts[l] }}</td>{% endfor %}
+{% for split, counts in s.data.class_counts.items() %}<tr><td>{{ split }}</td>
+{% for l in s.labels %}<td>{{ counts[l] }}</td>{% endfor %}
 <td>{{ counts.values()|sum }}</td></tr>{% endfor %}</table>
 <table><tr><th>split</th><th>read</th><th>dropped (by reason)</th></tr>
-{% for split in s.data.class_counts %}<tr><td>{{ split }}</td><td>{{ s.data.read.get(split, "(split from train)") }}</td>
-<td>{% for r, n in s.data.dropped.get(split, {}).items() %}{{ r }}: {{ n }} {% else %}none{% endfor %}</td></tr>{% endfor %}</table>
+{% for split in s.data.class_counts %}<tr><td>{{ split }}</td>
+<td>{{ s.data.read.get(split, "(split from train)") }}</td>
+<td>{% for r, n in s.data.dropped.get(split, {}).items() %}{{ r }}: {{ n }} {% else %}none{% endfor %}</td></tr>
+{% endfor %}</table>
 <p>Sources: {% for split, src in s.data.sources.items() %}<code>{{ split }}={{ src }}</code> {% endfor %}</p>
 <h2>Resolved config</h2><pre>{{ config }}</pre>
 </body></html>

@@ -9,8 +9,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 PLOT_FILES = ("curves.png", "confusion_matrix.png", "reliability.png", "samples.png")
 
@@ -85,9 +85,14 @@ def plot_image_samples(images: Sequence[Any], true: Sequence[str], pred: Sequenc
     return _save(fig, path)
 
 
-def plot_text_samples(texts: Sequence[str], true: Sequence[str], pred: Sequence[str], conf: Sequence[float], path: Path) -> Path:
+def plot_text_samples(
+    texts: Sequence[str], true: Sequence[str], pred: Sequence[str], conf: Sequence[float], path: Path
+) -> Path:
     """A table of example texts with true and predicted labels."""
-    rows = [[(t[:90] + "…") if len(t) > 90 else t, a, b, f"{c:.2f}"] for t, a, b, c in zip(texts, true, pred, conf, strict=True)]
+    rows = [
+        [(t[:90] + "…") if len(t) > 90 else t, a, b, f"{c:.2f}"]
+        for t, a, b, c in zip(texts, true, pred, conf, strict=True)
+    ]
     fig, ax = plt.subplots(figsize=(12, 0.32 * len(rows) + 0.8))
     ax.axis("off")
     table = ax.table(cellText=rows, colLabels=["text", "true", "predicted", "confidence"], loc="center",
@@ -114,6 +119,8 @@ def write_plots(run_dir: Path, summary: dict[str, Any], samples: dict[str, Any])
         paths.append(plot_image_samples(samples["items"], samples["true"], samples["pred"], run_dir / "samples.png"))
     else:
         paths.append(
-            plot_text_samples(samples["items"], samples["true"], samples["pred"], samples["conf"], run_dir / "samples.png")
+            plot_text_samples(
+                samples["items"], samples["true"], samples["pred"], samples["conf"], run_dir / "samples.png"
+            )
         )
     return paths

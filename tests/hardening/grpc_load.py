@@ -1,0 +1,112 @@
+"""gRPC load shapes run in the spawned worker: floods, cancellations, client deadlines, drain watch."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from tests.hardening.wire import Call, grpc_channel, grpc_message
+
+
+def _stub(channel: Any, endpoint: str = "infer") -> Any:
+    from serving.protogen import inference_pb2 as pb
+
+    path = (
+        "/lumenserve.explain.ExplainService/ModelExplain"
+        if endpoint == "explain"
+        else "/inference.GRPCInferenceService/ModelInfer"
+    )
+    return channel.unary_unary(
+        path,
+        request_serializer=pb.ModelInferRequest.SerializeToString,
+        response_deserializer=pb.ModelInferResponse.FromString,
+    )
+
+
+def flood(url: str, call: Call, count: int, timeout: float = 60) -> list[tuple[str, str, float]]:
+    """``count`` concurrent calls; each result is (code name, details, seconds from send to answer)."""
+    import grpc
+
+    with grpc_channel(url) as channel:
+        stub = _stub(channel, call.endpoint)
+        message = grpc_message(call)
+        started = []
+        futures = []
+        for _ in range(count):
+            started.append(time.perf_counter())
+            futures.append(stub.future(message, timeout=timeout))
+        results: list[tuple[str, str, float]] = [("", "", 0.0)] * count
+        done = threading.Event()
+        remaining = [count]
+        lock = threading.Lock()
+
+        def finish(index: int, future: Any) -> None:
+            elapsed = time.perf_counter() - started[index]
+            try:
+                future.result()
+                results[index] = ("OK", "", elapsed)
+            except grpc.RpcError as exc:
+                results[index] = (exc.code().name, exc.details() or "", elapsed)
+            with lock:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done.set()
+
+        for index, future in enumerate(futures):
+            future.add_done_callback(lambda f, i=index: finish(i, f))
+        done.wait(timeout + 10)
+        return results
+
+
+def cancel_after(url: str, call: Call, seconds: float) -> str:
+    """Start a call, cancel it after ``seconds``; returns the code the client saw."""
+    import grpc
+
+    with grpc_channel(url) as channel:
+        future = _stub(channel).future(grpc_message(call), timeout=60)
+        time.sleep(seconds)
+        future.cancel()
+        try:
+            future.result()
+        except grpc.FutureCancelledError:
+            return "CANCELLED"
+        except grpc.RpcError as exc:
+            return exc.code().name
+        return "OK"
+
+
+def with_deadline(url: str, call: Call, seconds: float) -> tuple[str, float]:
+    """One call with a client deadline; (code, seconds until the answer)."""
+    import grpc
+
+    with grpc_channel(url) as channel:
+        start = time.perf_counter()
+        try:
+            _stub(channel)(grpc_message(call), timeout=seconds)
+        except grpc.RpcError as exc:
+            return exc.code().name, time.perf_counter() - start
+        return "OK", time.perf_counter() - start
+
+
+def drain_watch(url: str, call: Call, count: int, timeout: float = 60) -> dict[str, Any]:
+    """Watch overall health while ``count`` calls are in flight (the test sends SIGTERM meanwhile)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    statuses: list[str] = []
+    with grpc_channel(url) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+
+        def follow() -> None:
+            try:
+                for reply in watch:
+                    statuses.append(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+            except grpc.RpcError as exc:
+                statuses.append(f"stream ended: {exc.code().name}")
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        results = flood(url, call, count, timeout)
+        follower.join(timeout)
+    return {"results": results, "health": statuses}
