@@ -63,9 +63,22 @@ def run(
     num_classes: int = 10,
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """Interleaved rounds of one epoch each; returns medians, per-round figures and the ratio."""
+    """Interleaved rounds of one epoch each; returns medians, per-round figures and the ratio.
+
+    ``threads``: torch CPU threads for the measurement (restored afterwards).
+    """
+    previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    try:
+        return _measure(model_name, image_size, samples, batch_size, rounds, num_classes)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _measure(
+    model_name: str, image_size: int, samples: int, batch_size: int, rounds: int, num_classes: int
+) -> dict[str, Any]:
     torch.manual_seed(0)
     x = torch.randn(samples, 3, image_size, image_size)  # (N, 3, H, W)
     y = torch.randint(0, num_classes, (samples,))  # (N,)

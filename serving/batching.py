@@ -77,7 +77,7 @@ class Batcher:
     async def stop(self) -> None:
         """Refuse new work, let queued work finish, then end the loop."""
         self._closed = True
-        while self._queue:
+        while self._queue and self._task is not None and not self._task.done():
             await asyncio.sleep(0.005)
         if self._task is not None:
             self._task.cancel()

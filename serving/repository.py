@@ -115,6 +115,8 @@ class ModelRepository:
         except BundleError as exc:
             raise InvalidInput(str(exc)) from None
         model_dir = self.settings.repository / name
+        if model_dir.is_symlink() or model_dir.resolve().parent != self.settings.repository.resolve():
+            raise InvalidInput(f"model {name!r} leaves the model repository (symlinked folder); refusing to load it")
         versions = list_versions(model_dir)
         if not versions:
             raise ModelNotFound(f"model {name!r} is not in the repository")

@@ -29,6 +29,7 @@ from serving.repository import ModelRepository
 from serving.settings import ServingSettings
 
 log = logging.getLogger("lumenserve.serving")
+STREAM_SETTLE_SECONDS = 0.5
 
 
 def discover_explain_backend(settings: ServingSettings, metrics: ServingMetrics) -> ExplainBackend | None:
@@ -102,7 +103,7 @@ class LumenServer:
             log_level="warning",
             access_log=False,
             lifespan="off",
-            http="httptools",
+            http="auto",  # httptools when installed (uvicorn[standard]), else h11
             loop="none",
             timeout_keep_alive=30,
             ssl_certfile=str(settings.tls_cert) if settings.tls_cert and settings.tls_key else None,
@@ -143,7 +144,9 @@ class LumenServer:
         stops = [self._grpc.stop(remaining)] if self._grpc is not None else []
         if self._http_task is not None:
             stops.append(asyncio.wait_for(asyncio.shield(self._http_task), remaining))
+        cutter = asyncio.get_running_loop().create_task(self._end_streams_when_idle(remaining))
         results = await asyncio.gather(*stops, return_exceptions=True)
+        cutter.cancel()
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, TimeoutError):
                 log.warning("transport stop: %r", result)
@@ -154,6 +157,13 @@ class LumenServer:
         await self.repository.close()
         self.dataplane.pool.shutdown(wait=False, cancel_futures=True)
         self.stopped.set()
+
+    async def _end_streams_when_idle(self, timeout: float) -> None:
+        """Once every accepted request is answered, end the long-lived gRPC streams (health
+        ``Watch``): grpc's graceful stop would otherwise wait for them the whole grace period."""
+        if self._grpc is not None and await self.dataplane.wait_idle(timeout):
+            await asyncio.sleep(STREAM_SETTLE_SECONDS)  # the last answers leave the socket
+            await self._grpc.stop(STREAM_SETTLE_SECONDS)  # a shorter grace shortens the running stop
 
     async def serve_forever(self, on_ready: Any = None) -> None:
         loop = asyncio.get_running_loop()

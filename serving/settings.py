@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RuntimeName = Literal["onnx", "torchscript"]
@@ -102,8 +102,26 @@ class ServingSettings(BaseSettings):
             return [m.strip() for m in value.split(",") if m.strip()]
         return value
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServingSettings:
+        """TLS needs both files; one alone would silently serve plaintext."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both for TLS, or neither")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+        return self
+
     def runtime_for(self, model: str) -> RuntimeName:
         return self.model_runtimes.get(model, self.runtime)
+
+
+class _EnvOnly(ServingSettings):
+    """The environment's part alone (the TLS pair may be completed by the file or the flags)."""
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServingSettings:
+        return self
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -125,7 +143,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     """Defaults < config file < environment < ``overrides`` (None values are ignored)."""
     config_file = config_file or os.environ.get("LUMENSERVE_CONFIG") or None
     from_file = read_config_file(config_file) if config_file else {}
-    from_env = ServingSettings()  # fields set here came from LUMENSERVE_* variables
+    from_env = _EnvOnly()  # fields set here came from LUMENSERVE_* variables
     env_values = {k: getattr(from_env, k) for k in from_env.model_fields_set}
     explicit = {k: v for k, v in overrides.items() if v is not None}
     return ServingSettings(**{**from_file, **env_values, **explicit})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -112,13 +113,20 @@ def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 # ---- batcher ------------------------------------------------------------------------------
 
 
-def _row_model(calls: list[int]) -> Batcher:
-    """A real numpy model: per row, the sum of its valid tokens, and a (rows, seq, seq) map."""
+def _row_model(calls: list[int], gate: tuple[threading.Event, threading.Event] | None = None) -> Batcher:
+    """A real numpy model: per row, the sum of its valid tokens, and a (rows, seq, seq) map.
+
+    With ``gate = (started, release)`` each call signals ``started`` and holds until ``release``.
+    """
 
     def predict(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ids, mask = feed["input_ids"], feed["attention_mask"]  # (rows, seq) each
         calls.append(ids.shape[0])
-        time.sleep(0.02)
+        if gate is not None:
+            gate[0].set()
+            gate[1].wait(10)
+        else:
+            time.sleep(0.02)
         grid = ids[:, :, None] * mask[:, None, :]  # (rows, seq, seq)
         return {"total": (ids * mask).sum(axis=1, keepdims=True), "grid": grid}
 
@@ -153,34 +161,55 @@ def test_batcher_pads_batches_and_returns_each_caller_its_rows() -> None:
 def test_batcher_rejects_when_full_and_never_runs_expired_requests() -> None:
     async def scenario() -> None:
         calls: list[int] = []
-        batcher = _row_model(calls)
+        started, release = threading.Event(), threading.Event()
+        batcher = _row_model(calls, (started, release))
         batcher.start()
         one = {"input_ids": np.ones((1, 3), np.int64), "attention_mask": np.ones((1, 3), np.int64)}
         far = time.monotonic() + 10
+
+        async def model_running() -> None:
+            while not started.is_set():
+                await asyncio.sleep(0.001)
+            started.clear()
+
         with pytest.raises(DeadlineExceeded):
             await batcher.submit(one, 1, time.monotonic() - 1)
-        tasks = [asyncio.ensure_future(batcher.submit(one, 1, far)) for _ in range(8)]
-        await asyncio.sleep(0)  # all eight try to queue while the first batch has not started
+        # the model is held: one request runs, six wait, the last two find the queue full
+        tasks = [asyncio.ensure_future(batcher.submit(one, 1, far))]
+        await model_running()
+        tasks += [asyncio.ensure_future(batcher.submit(one, 1, far)) for _ in range(8)]
+        await asyncio.sleep(0.01)
+        assert batcher.depth == 6
+        release.set()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-        assert sum(isinstance(o, Unavailable) for o in outcomes) == 2  # queue of 6
+        assert sum(isinstance(o, Unavailable) for o in outcomes) == 2
+        assert sum(isinstance(o, dict) for o in outcomes) == 7
+        release.clear()
+        started.clear()
         # a request that expires while queued behind a running batch never reaches the model
         calls.clear()
         blocker = asyncio.ensure_future(batcher.submit(one, 1, far))
-        await asyncio.sleep(0.005)
+        await model_running()
         with pytest.raises(DeadlineExceeded, match="in the queue"):
-            await batcher.submit({k: v.copy() for k, v in one.items()}, 1, time.monotonic() + 0.005)
+            await batcher.submit(one, 1, time.monotonic() + 0.01)
+        release.set()
         await blocker
+        await asyncio.sleep(0.05)
         assert calls == [1]
+        release.clear()
+        started.clear()
         # a cancelled caller leaves the queue
         blocker = asyncio.ensure_future(batcher.submit(one, 1, far))
-        await asyncio.sleep(0.005)
+        await model_running()
         cancelled = asyncio.ensure_future(batcher.submit(one, 1, far))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
         assert batcher.depth == 1
         cancelled.cancel()
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
         assert batcher.depth == 0
+        release.set()
         await blocker
+        assert calls == [1, 1]
         await batcher.stop()
 
     asyncio.run(scenario())

@@ -114,7 +114,9 @@ def test_payload_over_the_limit(server: ServerProcess, worker: ProcessPoolExecut
 
 @pytest.mark.parametrize("kind", ["grpc", "http"])
 def test_queue_full_is_unavailable_fast(kind: str, server: ServerProcess, worker: ProcessPoolExecutor) -> None:
-    inputs = {"input": (np.zeros((4, 3, 32, 32), np.float32), "FP32")}  # one full batch each
+    # 3 rows < max_batch_size 4: each batch waits max_queue_delay (20 ms) for more rows while its
+    # request fills the one-slot queue, so callers arriving meanwhile find the queue full
+    inputs = {"input": (np.zeros((3, 3, 32, 32), np.float32), "FP32")}
 
     def one(_: int) -> tuple[str, str]:
         return triton_status("http", server.http_url, "tiny-image", inputs)
@@ -149,12 +151,9 @@ def _explain_http(server: ServerProcess, method: str) -> httpx.Response:
 
 
 def _explain_grpc(server: ServerProcess, worker: ProcessPoolExecutor, method: str) -> tuple[str, str]:
-    from tests.test_serving_support import explain_request_bytes
+    from tests.test_serving_support import grpc_explain
 
-    payload = explain_request_bytes("tiny-image", GOOD, method)
-    code, details, _ = worker.submit(
-        grpc_raw, server.grpc_url, "ModelExplain", payload, "lumenserve.explain.ExplainService"
-    ).result(60)
+    code, details = worker.submit(grpc_explain, server.grpc_url, "tiny-image", GOOD, method).result(60)
     return code, details
 
 

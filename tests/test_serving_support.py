@@ -256,3 +256,10 @@ def explain_request_bytes(model: str, image: np.ndarray, method: str) -> bytes:
     del tensor
     request.raw_input_contents.append(np.ascontiguousarray(image, dtype=np.float32).tobytes())
     return bytes(request.SerializeToString())
+
+
+def grpc_explain(url: str, model: str, image: np.ndarray, method: str) -> tuple[str, str]:
+    """ModelExplain over gRPC with a raw FP32 input (runs in the worker): (code, details)."""
+    code, details, _ = grpc_raw(url, "ModelExplain", explain_request_bytes(model, image, method),
+                                "lumenserve.explain.ExplainService")  # fmt: skip
+    return code, details

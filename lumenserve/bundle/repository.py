@@ -20,7 +20,11 @@ def list_models(repo: str | Path) -> list[str]:
     root = Path(repo)
     if not root.is_dir():
         raise BundleError(f"{root}: model repository does not exist")
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and NAME_PATTERN.match(p.name) and list_versions(p))
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.is_symlink() and NAME_PATTERN.match(p.name) and list_versions(p)
+    )
 
 
 def list_versions(model_dir: str | Path) -> list[int]:

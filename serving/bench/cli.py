@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -43,6 +44,10 @@ def bench_command(
 ) -> None:
     """Benchmark a bundle: in-process ceiling, lumenserve over gRPC/HTTP, TorchServe, explain,
     cold start, overload and training throughput, interleaved in one run."""
+    # The in-process contenders (Captum, training) run with the OpenMP wait policy the server
+    # sets for itself; TorchServe gets the caller's environment unchanged.
+    caller_omp = os.environ.get("OMP_WAIT_POLICY")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from serving.bench.plan import FULL, QUICK
     from serving.bench.report import evaluate_targets, render_markdown, write_markdown
     from serving.bench.runner import BenchRun
@@ -62,7 +67,8 @@ def bench_command(
     command = "lumenserve " + shlex.join(["bench", *sys.argv[2:]]) if len(sys.argv) > 1 else "lumenserve bench"
     with tempfile.TemporaryDirectory(prefix="lumenserve-bench-") as tmp:
         run = BenchRun(repository, model, plan, work_dir or Path(tmp), torchserve=not no_torchserve,
-                       training=not no_training, log=lambda s: click.echo(s, err=True))  # fmt: skip
+                       training=not no_training, torchserve_omp=caller_omp,
+                       log=lambda s: click.echo(s, err=True))  # fmt: skip
         result = run.run()
     result["command"] = command
     result["targets"] = evaluate_targets(result)

@@ -10,14 +10,16 @@ fails records its error and the run goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import os
 import shutil
 import statistics
 import subprocess
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ class BenchRun:
         *,
         torchserve: bool = True,
         training: bool = True,
+        torchserve_omp: str | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
         self.repository = repository.resolve()
@@ -55,6 +58,8 @@ class BenchRun:
         self.work_dir = work_dir.resolve()
         self.with_torchserve = torchserve
         self.with_training = training
+        self.torchserve_omp = torchserve_omp
+        """OMP_WAIT_POLICY for TorchServe (None: unset, its default), whatever this process uses."""
         self.log = log
         self.bundle: Bundle = load_bundle(self.repository / model / _latest_version(self.repository / model))
         self.workload: Workload = image_workload(self.bundle)
@@ -76,6 +81,10 @@ class BenchRun:
             "image_size": self.workload.tensors[0].shape[-1],
             "photos": self.workload.names,
             "plan": asdict(self.plan),
+            "omp_wait_policy": {
+                "in_process_and_lumenserve": os.environ.get("OMP_WAIT_POLICY", "unset"),
+                "torchserve": self.torchserve_omp or "unset (its default)",
+            },
         }
         try:
             self._section("servers", self.start_servers)
@@ -126,12 +135,13 @@ class BenchRun:
                 max_batch_delay_ms=self.plan.torchserve_max_batch_delay_ms,
             )
             ts_cold: list[float] = []
-            if self.plan.cold_start_extra:
-                extra_ts, seconds = self.ts_setup.start(self.work_dir / "ts_scratch_cold", [self.ts_setup.ours])
-                ts_cold.append(seconds)
-                extra_ts.stop()
-                self.ts_setup.servers.remove(extra_ts)
-            self.ts_server, seconds = self.ts_setup.start(self.work_dir / "ts_scratch")
+            with _environ("OMP_WAIT_POLICY", self.torchserve_omp):
+                if self.plan.cold_start_extra:
+                    extra_ts, seconds = self.ts_setup.start(self.work_dir / "ts_scratch_cold", [self.ts_setup.ours])
+                    ts_cold.append(seconds)
+                    extra_ts.stop()
+                    self.ts_setup.servers.remove(extra_ts)
+                self.ts_server, seconds = self.ts_setup.start(self.work_dir / "ts_scratch")
             self.ts_url = self.ts_server.inference_url
             cold["torchserve_both_models_s"] = seconds
             cold["torchserve_s"] = ts_cold
@@ -187,10 +197,14 @@ class BenchRun:
         assert self.lumen_active is not None
         contenders = self._contenders()
         active = LumenGrpc("lumenserve_omp_active", self.lumen_active.grpc_target, self.model, self.workload, "bytes")
-        checks = {}
-        for name, c in [*contenders.items(), ("omp_active", active)]:
-            checks[name] = await c.check()
-        self.result["sample_answers"] = {k: v for k, v in checks.items()}
+        try:
+            self.result["sample_answers"] = {
+                name: await c.check() for name, c in [*contenders.items(), ("omp_active", active)]
+            }
+        except BaseException:
+            for c in [*contenders.values(), active]:
+                await c.close()
+            raise
         ceiling = Ceiling(self.bundle, self.workload)
         raw: dict[str, dict[int, list[LoadResult]]] = {name: {c: [] for c in plan.concurrencies} for name in contenders}
         omp: dict[str, dict[int, list[LoadResult]]] = {
@@ -295,6 +309,23 @@ class BenchRun:
         """Optional: Triton's perf_analyzer against our gRPC endpoint, when it is on PATH."""
         assert self.lumen is not None
         self.result["perf_analyzer"] = run_perf_analyzer(self.lumen.grpc_target, self.model, self.plan.point_s)
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str | None) -> Iterator[None]:
+    """``os.environ[name]`` set to ``value`` (None: removed) inside the block."""
+    old = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def _latest_version(model_dir: Path) -> str:

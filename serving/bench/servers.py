@@ -120,12 +120,17 @@ class TorchServeSetup:
     ours: str
     builtin: str | None
     servers: list[TorchServe] = field(default_factory=list)
+    entries: tuple[ModelEntry, ...] = ()
+    """Every archive of the store (``start`` rewrites config.properties with a subset)."""
+
+    def __post_init__(self) -> None:
+        self.entries = self.entries or read_config(self.store).models
 
     def start(self, scratch: Path, models: list[str] | None = None) -> tuple[TorchServe, float]:
         """Start TorchServe with ``models`` (default all) on fresh ports; returns it and its cold start."""
         config = read_config(self.store)
         ports = Ports(free_port(), free_port(), free_port(), free_port(), free_port())
-        wanted = [m for m in config.models if models is None or m.name in models]
+        wanted = [m for m in self.entries if models is None or m.name in models]
         config = config.__class__(model_store=self.store, ports=ports, models=tuple(wanted), extra=config.extra)
         config.write()
         server = TorchServe(config, scratch)

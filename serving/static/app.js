@@ -195,6 +195,7 @@ async function predict() {
   const started = performance.now();
   const response = await call(`${modelPath(model)}/infer`, requestFor(state.input, extra));
   const elapsed = performance.now() - started;
+  if (state.model !== model) return; // the user switched models meanwhile
   const out = response.outputs.find((o) => o.name === "probabilities") || response.outputs[0];
   const top = out.data.flat(Infinity).map(parseClassification);
   state.classes = top;
@@ -343,7 +344,9 @@ async function explain() {
   const parameters = explainParameters();
   const started = performance.now();
   const body = { parameters, outputs: explainOutputs(parameters.method) };
-  const response = await call(`${modelPath(state.model)}/explain`, requestFor(state.input, body));
+  const model = state.model;
+  const response = await call(`${modelPath(model)}/explain`, requestFor(state.input, body));
+  if (state.model !== model) return;
   $("explain-latency").textContent = `${(performance.now() - started).toFixed(0)} ms`;
   renderExplanation(response);
 }

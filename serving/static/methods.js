@@ -5,8 +5,13 @@ const IG_PARAMS = [
   { name: "internal_batch_size", type: "int", value: "", min: 1, max: 4096, label: "internal batch", placeholder: "auto" },
 ];
 
-export const METHODS = {
-  image: [
+// How image heatmaps are drawn (explain/render.py RenderParams), offered for every image method.
+const RENDER_PARAMS = [
+  { name: "colormap", choices: ["inferno", "viridis", "turbo", "jet", "magma"], value: "inferno", label: "colormap" },
+  { name: "alpha", type: "float", value: 0.6, min: 0, max: 1, label: "opacity" },
+];
+
+const IMAGE_METHODS = [
     { name: "saliency", label: "Saliency", params: [], note: "Absolute input gradient of the target class: fast, noisy." },
     {
       name: "grad_cam", label: "Grad-CAM",
@@ -43,7 +48,10 @@ export const METHODS = {
       ],
       note: "Slides a patch over the image and measures the drop: slow, model-agnostic.",
     },
-  ],
+];
+
+export const METHODS = {
+  image: IMAGE_METHODS.map((m) => ({ ...m, params: [...m.params, ...RENDER_PARAMS] })),
   text: [
     {
       name: "integrated_gradients", label: "Integrated Gradients (tokens)",

@@ -56,6 +56,8 @@ def find_bundle(model_dir: Path) -> Path:
         raise BundleError(
             f"{model_dir}: expected one bundle under {BUNDLE_DIR_IN_MAR}/NAME/VERSION, found {len(found)}"
         )
+    if model_dir.resolve() not in found[0].resolve().parents:
+        raise BundleError(f"{model_dir}: the bundle {found[0]} leaves the extracted archive (symlink)")
     return found[0]
 
 

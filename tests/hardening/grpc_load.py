@@ -110,3 +110,46 @@ def drain_watch(url: str, call: Call, count: int, timeout: float = 60) -> dict[s
         results = flood(url, call, count, timeout)
         follower.join(timeout)
     return {"results": results, "health": statuses}
+
+
+def repository_call(url: str, action: str, model: str, authorization: str | None,
+                    root_cert: bytes | None = None) -> tuple[str, str]:  # fmt: skip
+    """RepositoryModelLoad/Unload with an optional ``authorization`` metadata value: (code, details)."""
+    import grpc
+
+    from serving.protogen import inference_pb2 as pb
+
+    kind = "Load" if action == "load" else "Unload"
+    request_type = pb.RepositoryModelLoadRequest if action == "load" else pb.RepositoryModelUnloadRequest
+    response_type = pb.RepositoryModelLoadResponse if action == "load" else pb.RepositoryModelUnloadResponse
+    with grpc_channel(url, root_cert) as channel:
+        stub = channel.unary_unary(
+            f"/inference.GRPCInferenceService/RepositoryModel{kind}",
+            request_serializer=request_type.SerializeToString,
+            response_deserializer=response_type.FromString,
+        )
+        metadata = (("authorization", authorization),) if authorization is not None else None
+        try:
+            stub(request_type(model_name=model), timeout=120, metadata=metadata)
+        except grpc.RpcError as exc:
+            return exc.code().name, exc.details() or ""
+    return "OK", ""
+
+
+def insecure_probe(url: str) -> str:
+    """A plaintext ServerLive against a TLS port: the code the client sees."""
+    import grpc
+
+    from serving.protogen import inference_pb2 as pb
+
+    with grpc.insecure_channel(url) as channel:
+        stub = channel.unary_unary(
+            "/inference.GRPCInferenceService/ServerLive",
+            request_serializer=pb.ServerLiveRequest.SerializeToString,
+            response_deserializer=pb.ServerLiveResponse.FromString,
+        )
+        try:
+            stub(pb.ServerLiveRequest(), timeout=5)
+        except grpc.RpcError as exc:
+            return exc.code().name
+    return "OK"

@@ -11,6 +11,10 @@ def scrape(base_url: str, client: httpx.Client | None = None) -> dict[tuple[str,
         text = httpx.get(f"{base_url}/metrics", timeout=30).text
     else:
         text = client.get("/metrics").text
+    return parse(text)
+
+
+def parse(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     values: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

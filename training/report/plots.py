@@ -76,7 +76,7 @@ def plot_image_samples(images: Sequence[Any], true: Sequence[str], pred: Sequenc
     n = len(images)
     cols = min(8, max(1, n))
     rows = max(1, (n + cols - 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 2.3 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, img, t, p in zip(axes.ravel(), images, true, pred, strict=False):
