@@ -11,7 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -102,9 +102,13 @@ class ServingSettings(BaseSettings):
             return [m.strip() for m in value.split(",") if m.strip()]
         return value
 
+    _check_tls_pair: ClassVar[bool] = True
+
     @model_validator(mode="after")
     def _tls_pair(self) -> ServingSettings:
         """TLS needs both files; one alone would silently serve plaintext."""
+        if not self._check_tls_pair:
+            return self
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: set both for TLS, or neither")
         for path in (self.tls_cert, self.tls_key):
@@ -119,9 +123,7 @@ class ServingSettings(BaseSettings):
 class _EnvOnly(ServingSettings):
     """The environment's part alone (the TLS pair may be completed by the file or the flags)."""
 
-    @model_validator(mode="after")
-    def _tls_pair(self) -> ServingSettings:
-        return self
+    _check_tls_pair: ClassVar[bool] = False
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

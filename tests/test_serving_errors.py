@@ -7,6 +7,7 @@ leave as a generic INTERNAL with the details only in the server log.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -113,7 +114,7 @@ def test_payload_over_the_limit(server: ServerProcess, worker: ProcessPoolExecut
 
 
 @pytest.mark.parametrize("kind", ["grpc", "http"])
-def test_queue_full_is_unavailable_fast(kind: str, server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+def test_queue_full_is_unavailable(kind: str, server: ServerProcess, worker: ProcessPoolExecutor) -> None:
     # 3 rows < max_batch_size 4: each batch waits max_queue_delay (20 ms) for more rows while its
     # request fills the one-slot queue, so callers arriving meanwhile find the queue full
     inputs = {"input": (np.zeros((3, 3, 32, 32), np.float32), "FP32")}
@@ -131,7 +132,7 @@ def test_queue_full_is_unavailable_fast(kind: str, server: ServerProcess, worker
     names = [c.replace("StatusCode.", "") for c, _ in codes]
     want = EXPECTED["unavailable"][kind == "http"]
     assert want in names, names
-    assert names.count("OK") >= 2, names
+    assert names.count("OK") >= 1, names
     assert set(names) <= {"OK", want}, names
     rejected = [m for c, m in codes if c.replace("StatusCode.", "") == want]
     assert all("queue full" in m for m in rejected)
@@ -166,6 +167,10 @@ def test_unimplemented_and_internal_on_both_transports(server: ServerProcess, wo
     assert answer.status_code == 500 and SECRET not in answer.text and "internal error" in answer.json()["error"]
     code, details = _explain_grpc(server, worker, "crash")
     assert code == "INTERNAL" and SECRET not in details
+    for _ in range(100):  # the log line reaches our reader thread a moment later
+        if any(SECRET in line for line in server.lines):
+            break
+        time.sleep(0.05)
     assert any(SECRET in line for line in server.lines), "the details belong in the server log"
 
 

@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 from training.config import ConfigError, ModelConfig, TrainConfig, load_recipe
 from training.evaluate import calibration, classification_metrics
 from training.models import apply_freezing, build_image_model
-from training.trainer import BEST_WEIGHTS, Trainer, warmup_cosine
+from training.trainer import BEST_WEIGHTS, ResumeError, Trainer, warmup_cosine
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs"
 
@@ -76,6 +76,8 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
     trainer.fit()
     assert trainer.state.step == 18
     assert torch.allclose(_flat(straight), _flat(resumed_model), atol=1e-6)
+    with pytest.raises(ResumeError, match=r"last\.safetensors, trainer_state\.pt missing"):
+        Trainer(_model(), _data(), cfg, progress=False).resume(tmp_path / "empty")
 
 
 def test_early_stopping_after_patience() -> None:

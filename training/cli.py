@@ -19,8 +19,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from training.export import ExportParityError
     from training.export_run import ExportError
     from training.models import ModelError
+    from training.trainer import ResumeError
 
-    return (*_USER_ERRORS, ConfigError, DataError, ModelError, ExportError, ExportParityError)
+    return (*_USER_ERRORS, ConfigError, DataError, ModelError, ExportError, ExportParityError, ResumeError)
 
 
 def _describe(bundle: object) -> str:

@@ -84,7 +84,7 @@ def export_run(run_dir: str | Path, repository: str | Path, name: str | None = N
 
     config = AutoConfig.from_pretrained(_need(run_dir, "hf_config"))
     text_model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
-    load_model(text_model, str(weights), strict=False)
+    load_model(text_model, str(weights))
     tokenizer = AutoTokenizer.from_pretrained(_need(run_dir, "tokenizer"))
     texts = json.loads(_need(run_dir, PARITY_TEXTS).read_text())
     return export_text_model(

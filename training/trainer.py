@@ -65,6 +65,11 @@ class TrainState:
 
 
 @dataclass
+class ResumeError(ValueError):
+    """The run folder holds no resumable state."""
+
+
+@dataclass
 class TrainResult:
     state: TrainState
     seconds: float
@@ -190,6 +195,9 @@ class Trainer:
         """Continue from the last completed epoch saved in ``run_dir``."""
         from safetensors.torch import load_model
 
+        missing = [n for n in (LAST_WEIGHTS, TRAINER_STATE) if not (run_dir / n).exists()]
+        if missing:
+            raise ResumeError(f"cannot resume from {run_dir}: {', '.join(missing)} missing (no epoch completed there)")
         load_model(self.model, str(run_dir / LAST_WEIGHTS), device=str(self.device))
         saved = torch.load(run_dir / TRAINER_STATE, map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -200,7 +208,7 @@ class Trainer:
     # -- evaluation ----------------------------------------------------------------------
     def _evaluate(self, running_loss: float | None) -> bool:
         """Validate on rank 0, checkpoint on improvement; True when early stopping triggers."""
-        row: dict[str, Any] = {"step": self.state.step, "epoch": self.state.step / max(1, self.total_steps)}
+        row: dict[str, Any] = {"step": self.state.step, "epoch": self.state.epoch}
         stop = False
         if self.info.is_main and self.val_loader is not None:
             probs, targets, val_loss = predict(self.model, self.val_loader, self.device, self.autocast())
@@ -250,7 +258,9 @@ class Trainer:
                 no_sync = getattr(self.ddp, "no_sync", None)
                 with no_sync() if (no_sync is not None and not sync) else nullcontext(), self.autocast():
                     logits, targets = forward_logits(self.ddp, batch, self.device)  # (batch, K), (batch,)
-                    loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+                    loss = torch.nn.functional.cross_entropy(
+                        logits.float(), targets, label_smoothing=cfg.label_smoothing
+                    )
                 (loss / accum).backward()
                 loss_sum += loss.detach().item()
                 loss_count += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
@@ -29,6 +30,10 @@ import click
 @click.option("--concurrencies", default=None, help="Comma-separated client concurrencies (e.g. 1,4,16).")
 @click.option("--no-torchserve", is_flag=True, help="Skip the TorchServe contenders.")
 @click.option("--no-training", is_flag=True, help="Skip the training-throughput section.")
+@click.option("--torchserve-omp-wait-policy", "ts_omp", type=click.Choice(["PASSIVE", "ACTIVE", "inherit"]),
+              default="PASSIVE", show_default=True,
+              help="OMP_WAIT_POLICY for TorchServe's workers. On a busy shared machine torch's default "
+                   "policy made its workers ~100x slower; 'inherit' passes the caller's environment.")  # fmt: skip
 def bench_command(
     repository: Path,
     model: str,
@@ -41,13 +46,18 @@ def bench_command(
     concurrencies: str | None,
     no_torchserve: bool,
     no_training: bool,
+    ts_omp: str,
 ) -> None:
     """Benchmark a bundle: in-process ceiling, lumenserve over gRPC/HTTP, TorchServe, explain,
     cold start, overload and training throughput, interleaved in one run."""
     # The in-process contenders (Captum, training) run with the OpenMP wait policy the server
-    # sets for itself; TorchServe gets the caller's environment unchanged.
+    # sets for itself (PASSIVE); TorchServe gets --torchserve-omp-wait-policy.
     caller_omp = os.environ.get("OMP_WAIT_POLICY")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    torchserve_omp = caller_omp if ts_omp == "inherit" else ts_omp
+    missing = [m for m in ("tritonclient", "aiohttp") if importlib.util.find_spec(m) is None]
+    if missing:  # aiohttp (the TorchServe client) comes with tritonclient[http]
+        raise click.ClickException(f"lumenserve bench needs tritonclient[grpc,http] (the dev extra); missing {missing}")
     from serving.bench.plan import FULL, QUICK
     from serving.bench.report import evaluate_targets, render_markdown, write_markdown
     from serving.bench.runner import BenchRun
@@ -67,7 +77,7 @@ def bench_command(
     command = "lumenserve " + shlex.join(["bench", *sys.argv[2:]]) if len(sys.argv) > 1 else "lumenserve bench"
     with tempfile.TemporaryDirectory(prefix="lumenserve-bench-") as tmp:
         run = BenchRun(repository, model, plan, work_dir or Path(tmp), torchserve=not no_torchserve,
-                       training=not no_training, torchserve_omp=caller_omp,
+                       training=not no_training, torchserve_omp=torchserve_omp,
                        log=lambda s: click.echo(s, err=True))  # fmt: skip
         result = run.run()
     result["command"] = command

@@ -153,3 +153,62 @@ def insecure_probe(url: str) -> str:
         except grpc.RpcError as exc:
             return exc.code().name
     return "OK"
+
+
+def explain_variant(call: Call, n: int) -> Call:
+    """An explain call with inputs of its own (so every explanation is computed, not cached)."""
+    from tests.hardening.payloads import bytes_raw, good_image_tensor
+    from tests.hardening.wire import In, tensor_input
+
+    if call.endpoint != "explain":
+        return call
+    if call.model == "tiny-image":
+        inputs = [tensor_input("input", good_image_tensor(10_000 + n), "FP32")]
+    else:
+        inputs = [In("text", "BYTES", [1], raw=bytes_raw([f"explain me number {n}".encode()]))]
+    return Call(call.model, inputs, endpoint="explain", parameters=call.parameters)
+
+
+def soak(url: str, calls: list[Call], seconds: float, threads: int) -> dict[str, Any]:
+    """``threads`` callers cycling through ``calls`` for ``seconds``: counts and the first errors.
+
+    Each answer's outputs are compared with the first answer to the same call (stable results).
+    """
+    import numpy as np
+
+    from tests.hardening.wire import grpc_send
+
+    counts: dict[str, int] = {}
+    errors: list[str] = []
+    first: dict[int, Any] = {}
+    lock = threading.Lock()
+    end = time.monotonic() + seconds
+
+    def caller(offset: int) -> None:
+        with grpc_channel(url) as channel:
+            index = offset
+            while time.monotonic() < end:
+                slot = index % len(calls)
+                call = explain_variant(calls[slot], index)
+                answer = grpc_send(channel, call)
+                index += 1
+                with lock:
+                    key = f"{call.endpoint}:{answer.status}"
+                    counts[key] = counts.get(key, 0) + 1
+                    if answer.status != "OK":
+                        errors.append(f"{call.model} {call.endpoint}: {answer.status} {answer.message[:200]}")
+                        continue
+                    logits = answer.outputs.get("logits")
+                    if call.endpoint == "explain":
+                        continue
+                    if slot not in first:
+                        first[slot] = logits
+                    elif logits is not None and not np.allclose(logits, first[slot], rtol=1e-3, atol=1e-4):
+                        errors.append(f"{call.model} {call.endpoint}: logits changed between calls")
+
+    workers = [threading.Thread(target=caller, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(seconds + 120)
+    return {"counts": counts, "errors": errors[:20], "error_count": len(errors)}

@@ -127,8 +127,8 @@ def prepare_data(cfg: DataConfig, task: str) -> PreparedData:
     splits["test"] = drop_duplicates(splits["test"], report, "test", train_keys | val_keys)
 
     splits["train"] = stratified_subsample(splits["train"], cfg.max_train_samples, cfg.seed)
-    for split in ("validation", "test"):
-        splits[split] = stratified_subsample(splits[split], cfg.max_eval_samples, cfg.seed)
+    splits["validation"] = stratified_subsample(splits["validation"], cfg.max_eval_samples, cfg.seed)
+    splits["test"] = stratified_subsample(splits["test"], cfg.max_test_samples, cfg.seed)
     for split in SPLITS:
         if not splits[split]:
             raise DataError(f"the {split} split is empty after cleaning and splitting ({report.sources['train']})")
