@@ -75,6 +75,8 @@ class DataPlane:
         threads = settings.preprocess_threads or os.cpu_count() or 2
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="preprocess")
         self.draining = False
+        self.cancelled_while_draining = 0
+        """Accepted infer requests cut off during a drain (client gone or grace period over)."""
         self.version = _server_version()
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -129,6 +131,8 @@ class DataPlane:
             raise
         except asyncio.CancelledError:
             status = grpc.StatusCode.CANCELLED.name
+            if self.draining:
+                self.cancelled_while_draining += 1
             raise
         except Exception as exc:
             status = grpc.StatusCode.INTERNAL.name
@@ -166,6 +170,11 @@ class DataPlane:
             model.batcher.metrics.inflight.dec()
         if self._inflight == 0:
             self._idle.set()
+
+    @property
+    def inflight(self) -> int:
+        """Requests inside the data plane (accepted, not yet answered)."""
+        return self._inflight
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no request is inside the data plane; False on timeout."""

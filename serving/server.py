@@ -137,7 +137,7 @@ class LumenServer:
         deadline = time.monotonic() + self.settings.grace_period
         self.dataplane.draining = True
         await self.health.shutdown()
-        log.info("draining: readiness NOT_SERVING, waiting for %d request(s)", self.dataplane._inflight)
+        log.info("draining: readiness NOT_SERVING, waiting for %d request(s)", self.dataplane.inflight)
         remaining = max(0.1, deadline - time.monotonic() - 0.5)
         if self._http is not None:
             self._http.should_exit = True
@@ -154,6 +154,11 @@ class LumenServer:
             self._http.force_exit = True
             await asyncio.gather(self._http_task, return_exceptions=True)
         await self.dataplane.wait_idle(max(0.0, deadline - time.monotonic() - 0.2))
+        left = self.dataplane.inflight + self.dataplane.cancelled_while_draining
+        if left:
+            log.warning("drained: %d accepted request(s) left unanswered at the end of the grace period", left)
+        else:
+            log.info("drained: 0 accepted requests left unanswered")
         await self.repository.close()
         self.dataplane.pool.shutdown(wait=False, cancel_futures=True)
         self.stopped.set()

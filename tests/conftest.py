@@ -33,3 +33,13 @@ def text_bundle(model_repo: Path) -> Bundle:
     from lumenserve.bundle import load_bundle
 
     return load_bundle(model_repo / "tiny-text" / "1")
+
+
+@pytest.fixture(autouse=True)
+def _one_inference_proto_per_process() -> None:
+    """tritonclient.grpc and serving.protogen register the same `inference` protobuf messages
+    and cannot share one process: use tritonclient's gRPC client only in a subprocess."""
+    import sys
+
+    both = "tritonclient.grpc" in sys.modules and "serving.protogen.inference_pb2" in sys.modules
+    assert not both, "tritonclient.grpc and serving.protogen were both imported in the test process"

@@ -102,7 +102,11 @@ def lumenserve(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def send_traffic(server: Lumenserve) -> None:
-    import tritonclient.grpc as grpcclient
+    # Our own stubs, not tritonclient.grpc: the two register the same `inference` protobuf
+    # messages and cannot share one process (see tests/test_serving_support.py).
+    import grpc
+
+    from serving.protogen import inference_pb2, inference_pb2_grpc
 
     image = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)  # (batch, C, H, W)
     body = {
@@ -115,14 +119,17 @@ def send_traffic(server: Lumenserve) -> None:
             assert response.status_code == 200, response.text
         for _ in range(HTTP_BAD):
             assert client.post("/v2/models/tiny-image/infer", json=bad).status_code == 400
-    grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
-    try:
+    request = inference_pb2.ModelInferRequest(
+        model_name="tiny-image",
+        inputs=[inference_pb2.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=image.shape)],
+        raw_input_contents=[image.tobytes()],
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
         for _ in range(GRPC_OK):
-            tensor = grpcclient.InferInput("input", list(image.shape), "FP32")
-            tensor.set_data_from_numpy(image)
-            assert grpc.infer("tiny-image", [tensor]).as_numpy("logits").shape == (1, 3)
-    finally:
-        grpc.close()
+            response = stub.ModelInfer(request, timeout=30)
+            logits = next(o for o in response.outputs if o.name == "logits")
+            assert list(logits.shape) == [1, 3]
 
 
 @dataclass

@@ -84,8 +84,9 @@ def test_https_serves_with_the_configured_certificate(https: httpx.Client, expec
     np.testing.assert_allclose(answer.outputs["logits"], expected, rtol=1e-4, atol=1e-5)
 
 
-def test_plaintext_and_unverified_clients_are_refused_by_the_tls_port(server: ServerProcess,
-                                                                     worker: ProcessPoolExecutor) -> None:  # fmt: skip
+def test_plaintext_and_unverified_clients_are_refused_by_the_tls_port(
+    server: ServerProcess, worker: ProcessPoolExecutor
+) -> None:
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://{server.http_url}/v2/health/live", timeout=10)
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
@@ -93,8 +94,9 @@ def test_plaintext_and_unverified_clients_are_refused_by_the_tls_port(server: Se
     assert worker.submit(insecure_probe, server.grpc_url).result(60) == "UNAVAILABLE"
 
 
-def test_grpc_over_tls(server: ServerProcess, worker: ProcessPoolExecutor, pair: tuple[Path, Path],
-                       expected: np.ndarray) -> None:  # fmt: skip
+def test_grpc_over_tls(
+    server: ServerProcess, worker: ProcessPoolExecutor, pair: tuple[Path, Path], expected: np.ndarray
+) -> None:
     (answer,) = worker.submit(grpc_calls, server.grpc_url, [NORMAL], pair[0].read_bytes()).result(60)
     assert answer.status == "OK", answer
     np.testing.assert_allclose(answer.outputs["logits"], expected, rtol=1e-4, atol=1e-5)
@@ -118,25 +120,39 @@ TOKEN_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "header", "http_status", "grpc_code", "message"), TOKEN_CASES,
-                         ids=[c[0] for c in TOKEN_CASES])  # fmt: skip
-def test_repository_api_needs_the_token(case: str, header: str | None, http_status: int, grpc_code: str, message: str,
-                                        https: httpx.Client, server: ServerProcess, worker: ProcessPoolExecutor,
-                                        pair: tuple[Path, Path]) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("case", "header", "http_status", "grpc_code", "message"), TOKEN_CASES, ids=[c[0] for c in TOKEN_CASES]
+)
+def test_repository_api_needs_the_token(
+    case: str,
+    header: str | None,
+    http_status: int,
+    grpc_code: str,
+    message: str,
+    https: httpx.Client,
+    server: ServerProcess,
+    worker: ProcessPoolExecutor,
+    pair: tuple[Path, Path],
+) -> None:
     headers = {"authorization": header} if header is not None else {}
-    for method, path in (("POST", "/v2/repository/index"), ("POST", "/v2/repository/models/tiny-image/unload"),
-                         ("POST", "/v2/repository/models/tiny-image/load")):  # fmt: skip
+    for method, path in (
+        ("POST", "/v2/repository/index"),
+        ("POST", "/v2/repository/models/tiny-image/unload"),
+        ("POST", "/v2/repository/models/tiny-image/load"),
+    ):
         response = https.request(method, path, headers=headers)
         assert response.status_code == http_status, (path, response.text)
         assert message in response.json()["error"]
     for action in ("unload", "load"):
-        code, details = worker.submit(repository_call, server.grpc_url, action, "tiny-image", header,
-                                      pair[0].read_bytes()).result(60)  # fmt: skip
+        code, details = worker.submit(
+            repository_call, server.grpc_url, action, "tiny-image", header, pair[0].read_bytes()
+        ).result(60)
         assert (code, message in details) == (grpc_code, True), details
 
 
-def test_right_token_works_on_both_transports(https: httpx.Client, server: ServerProcess,
-                                              worker: ProcessPoolExecutor, pair: tuple[Path, Path]) -> None:  # fmt: skip
+def test_right_token_works_on_both_transports(
+    https: httpx.Client, server: ServerProcess, worker: ProcessPoolExecutor, pair: tuple[Path, Path]
+) -> None:
     bearer = f"Bearer {TOKEN}"
     index = https.post("/v2/repository/index", headers={"authorization": bearer})
     assert index.status_code == 200 and {"name": "tiny-image", "version": "1", "state": "READY"} in index.json()

@@ -73,8 +73,9 @@ def test_a_changed_byte_fails_the_checksum(bundle_dir: Path) -> None:
 def test_pickle_files_are_refused_by_name(bundle_dir: Path, suffix: str) -> None:
     evil = bundle_dir / f"weights{suffix}"
     evil.write_bytes(pickle.dumps({"w": 1}))
-    edit_manifest(bundle_dir, lambda m: m["artifacts"].append({"path": evil.name, "kind": "safetensors",
-                                                                "sha256": sha(evil)}))  # fmt: skip
+    edit_manifest(
+        bundle_dir, lambda m: m["artifacts"].append({"path": evil.name, "kind": "safetensors", "sha256": sha(evil)})
+    )
     with pytest.raises(BundleError, match="refusing pickle artifact"):
         load_bundle(bundle_dir)
 
@@ -97,7 +98,7 @@ def test_a_torch_save_archive_posing_as_torchscript_is_refused(bundle_dir: Path)
     fake = bundle_dir / "model.torchscript"
     torch.save({"state": torch.zeros(2)}, fake)  # a zip holding data.pkl, no TorchScript code
     edit_manifest(bundle_dir, lambda m: artifact(m, "torchscript").update(sha256=sha(fake)))
-    with pytest.raises(BundleError, match="a torch.save pickle, not TorchScript"):
+    with pytest.raises(BundleError, match=r"a torch\.save pickle, not TorchScript"):
         load_bundle(bundle_dir)
 
 
@@ -107,7 +108,9 @@ def test_unknown_artifact_kinds_are_refused(bundle_dir: Path) -> None:
         load_bundle(bundle_dir)
 
 
-@pytest.mark.parametrize("path", ["../../outside.onnx", "/etc/passwd", "sub/../../x.onnx", "a\\..\\..\\x", "x\x00.onnx"])
+@pytest.mark.parametrize(
+    "path", ["../../outside.onnx", "/etc/passwd", "sub/../../x.onnx", "a\\..\\..\\x", "x\x00.onnx"]
+)
 def test_artifact_paths_cannot_leave_the_bundle(bundle_dir: Path, path: str) -> None:
     (bundle_dir.parent.parent / "outside.onnx").write_bytes((bundle_dir / "model.onnx").read_bytes())
     edit_manifest(bundle_dir, lambda m: artifact(m, "onnx").update(path=path))
@@ -131,7 +134,7 @@ def test_url_sources_are_never_fetched(bundle_dir: Path, url: str, monkeypatch: 
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.setattr(socket.socket, "connect", no_network)
     edit_manifest(bundle_dir, lambda m: artifact(m, "onnx").update(path=url))
-    with pytest.raises(BundleError, match="missing|escapes"):
+    with pytest.raises(BundleError, match=r"missing|escapes"):
         load_bundle(bundle_dir)
 
 
@@ -150,8 +153,10 @@ def test_loading_and_serving_a_bundle_opens_no_network_connection(
     monkeypatch.setattr(socket.socket, "connect", no_network)
     assert os.environ.get("ORT_DISABLE_TELEMETRY") == "1" and os.environ.get("HF_HUB_OFFLINE") == "1"
     for bundle in (load_bundle(image_bundle.root), load_bundle(text_bundle.root)):
-        for runtime in (OnnxRuntime(bundle, device="cpu", intra_threads=1, inter_threads=1),
-                        TorchScriptRuntime(bundle, device="cpu", threads=0)):  # fmt: skip
+        for runtime in (
+            OnnxRuntime(bundle, device="cpu", intra_threads=1, inter_threads=1),
+            TorchScriptRuntime(bundle, device="cpu", threads=0),
+        ):
             if bundle.manifest.task == "text-classification":
                 encoded = load_tokenizer(bundle)(["hello"], return_tensors="np")
                 feed = {k: encoded[k].astype("int64") for k in ("input_ids", "attention_mask")}
@@ -165,8 +170,12 @@ def test_loading_and_serving_a_bundle_opens_no_network_connection(
 def test_network_client_libraries_stay_out_of_the_loading_code() -> None:
     """Static check: the bundle reader, runtimes and repository import no URL-fetching library."""
     banned = {"urllib.request", "requests", "httpx", "http.client", "aiohttp", "urllib3", "huggingface_hub"}
-    files = [*sorted((ROOT / "lumenserve" / "bundle").glob("*.py")), *sorted((ROOT / "serving" / "runtimes").glob("*.py")),
-             ROOT / "serving" / "repository.py", ROOT / "serving" / "model.py"]  # fmt: skip
+    files = [
+        *sorted((ROOT / "lumenserve" / "bundle").glob("*.py")),
+        *sorted((ROOT / "serving" / "runtimes").glob("*.py")),
+        ROOT / "serving" / "repository.py",
+        ROOT / "serving" / "model.py",
+    ]
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
@@ -201,8 +210,9 @@ def test_symlinked_model_and_version_folders_are_not_served(image_bundle: Bundle
 
 
 # ---- archives (TorchServe .mar) -----------------------------------------------------------
-def test_built_archives_hold_no_entry_that_could_leave_the_extraction_folder(image_bundle: Bundle,
-                                                                             tmp_path: Path) -> None:  # fmt: skip
+def test_built_archives_hold_no_entry_that_could_leave_the_extraction_folder(
+    image_bundle: Bundle, tmp_path: Path
+) -> None:
     from serving.torchserve.archive import build_archive
 
     mar = build_archive(image_bundle, tmp_path / "store")

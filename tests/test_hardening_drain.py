@@ -54,8 +54,10 @@ def test_sigterm_with_100_requests_in_flight(model_repo: Path, image_bundle) -> 
 
             async def scenario() -> tuple[list[httpx.Response], float, float]:
                 limits = httpx.Limits(max_connections=PER_TRANSPORT, max_keepalive_connections=PER_TRANSPORT)
-                async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client, \
-                        httpx.AsyncClient(base_url=base, timeout=10) as probe:  # fmt: skip
+                async with (
+                    httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client,
+                    httpx.AsyncClient(base_url=base, timeout=10) as probe,
+                ):
                     await asyncio.gather(*(client.get("/v2/health/live") for _ in range(PER_TRANSPORT)))
                     grpc_side = asyncio.get_running_loop().run_in_executor(
                         None, lambda: worker.submit(drain_watch, server.grpc_url, NORMAL, PER_TRANSPORT).result(120)

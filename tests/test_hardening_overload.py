@@ -65,7 +65,10 @@ def wait_idle(client: httpx.Client, timeout: float = 30) -> None:
 
 def counters(client: httpx.Client) -> dict[str, float]:
     samples = scrape("", client)
-    out = {r: value(samples, "lumenserve_requests_rejected_total", **MODEL, reason=r) for r in ("queue_full", "deadline", "cancelled")}
+    out = {
+        r: value(samples, "lumenserve_requests_rejected_total", **MODEL, reason=r)
+        for r in ("queue_full", "deadline", "cancelled")
+    }
     out["batches"] = value(samples, "lumenserve_batch_size_count", **MODEL)
     out["rows"] = value(samples, "lumenserve_batch_size_sum", **MODEL)
     return out
@@ -102,8 +105,10 @@ def test_http_burst_over_the_queue_gets_fast_503s_and_accepted_p99_stays_bounded
     assert all("queue full" in m for m, _ in rejected)
     assert after["queue_full"] - before["queue_full"] == len(rejected)
     reject_times = [t for _, t in rejected]
-    print(f"\nHTTP burst of 120: {len(ok)} accepted (p50 {p(ok, 50):.3f} s, p99 {p(ok, 99):.3f} s), "
-          f"{len(rejected)} rejected (p50 {p(reject_times, 50) * 1000:.1f} ms, p99 {p(reject_times, 99) * 1000:.1f} ms)")  # fmt: skip
+    print(
+        f"\nHTTP burst of 120: {len(ok)} accepted (p50 {p(ok, 50):.3f} s, p99 {p(ok, 99):.3f} s), "
+        f"{len(rejected)} rejected (p50 {p(reject_times, 50) * 1000:.1f} ms, p99 {p(reject_times, 99) * 1000:.1f} ms)"
+    )
     # accepted requests wait at most the queue delay plus a few batches; rejections never wait for the model
     assert p(ok, 99) < DELAY + 2.5
 
@@ -115,8 +120,10 @@ def test_rejection_against_a_full_queue_is_fast(server: ServerProcess, http: htt
     async def scenario() -> tuple[list[int], list[tuple[int, float]]]:
         body, headers = http_body(NORMAL)
         async with httpx.AsyncClient(base_url=f"http://{server.http_url}", timeout=60) as client:
-            fill = [asyncio.create_task(client.post("/v2/models/tiny-image/infer", content=body, headers=headers))
-                    for _ in range(QUEUE)]  # fmt: skip
+            fill = [
+                asyncio.create_task(client.post("/v2/models/tiny-image/infer", content=body, headers=headers))
+                for _ in range(QUEUE)
+            ]
             while value(scrape("", http), "lumenserve_queue_depth", **MODEL) < QUEUE:
                 await asyncio.sleep(0.01)
             probes = []
@@ -150,8 +157,10 @@ def test_grpc_burst_over_the_queue_gets_fast_unavailable(
     assert ok and rejected
     assert all("queue full" in d for c, d, _ in results if c == "UNAVAILABLE")
     assert after["queue_full"] - before["queue_full"] == len(rejected)
-    print(f"\ngRPC burst of 120: {len(ok)} accepted (p99 {p(ok, 99):.3f} s), "
-          f"{len(rejected)} rejected (p50 {p(rejected, 50) * 1000:.1f} ms)")  # fmt: skip
+    print(
+        f"\ngRPC burst of 120: {len(ok)} accepted (p99 {p(ok, 99):.3f} s), "
+        f"{len(rejected)} rejected (p50 {p(rejected, 50) * 1000:.1f} ms)"
+    )
     assert p(ok, 99) < DELAY + 2.5
     assert statistics.median(rejected) < statistics.median(ok), "refusals must not wait for the batch"
 
@@ -185,8 +194,9 @@ def test_timeout_parameter_expires_in_the_queue_and_never_reaches_the_model(http
     assert after["batches"] == before["batches"] and after["rows"] == before["rows"], "the expired request ran"
 
 
-def test_already_passed_timeout_is_refused_before_queueing(http: httpx.Client, server: ServerProcess,
-                                                           worker: ProcessPoolExecutor) -> None:  # fmt: skip
+def test_already_passed_timeout_is_refused_before_queueing(
+    http: httpx.Client, server: ServerProcess, worker: ProcessPoolExecutor
+) -> None:
     before = counters(http)
     expired = Call(NORMAL.model, NORMAL.inputs, parameters={"timeout": 1})  # 1 µs
     answers = [http_send(http, expired), *worker.submit(grpc_calls, server.grpc_url, [expired]).result(60)]

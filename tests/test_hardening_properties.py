@@ -32,7 +32,8 @@ json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(1 << 64), 1 << 64), st.floats(allow_nan=True), st.text(max_size=8)
 )
 json_values = st.recursive(
-    json_scalars, lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
     max_leaves=40,
 )
 
@@ -54,8 +55,12 @@ def test_raw_contents(datatype: str, shape: list[int], raw: bytes) -> None:
 
 
 @FAST
-@given(shape=st.lists(st.integers(0, 4), min_size=1, max_size=3), items=st.lists(st.binary(max_size=20), max_size=8),
-       cut=st.integers(0, 8), lie=st.integers(0, (1 << 32) - 1))  # fmt: skip
+@given(
+    shape=st.lists(st.integers(0, 4), min_size=1, max_size=3),
+    items=st.lists(st.binary(max_size=20), max_size=8),
+    cut=st.integers(0, 8),
+    lie=st.integers(0, (1 << 32) - 1),
+)
 def test_bytes_framing(shape: list[int], items: list[bytes], cut: int, lie: int) -> None:
     """Valid framing with lengths cut off, or one length prefix replaced by a lie."""
     raw = bytes_raw(items)
@@ -88,15 +93,24 @@ inputs_docs = st.fixed_dictionaries(
         "datatype": st.one_of(st.sampled_from(DATATYPES), json_scalars),
         "shape": st.one_of(st.lists(dims, max_size=4), json_values),
     },
-    optional={"data": json_values, "parameters": st.one_of(json_values, st.fixed_dictionaries(
-        {"binary_data_size": st.one_of(st.integers(-4, 64), json_scalars)}))},
-)  # fmt: skip
+    optional={
+        "data": json_values,
+        "parameters": st.one_of(
+            json_values, st.fixed_dictionaries({"binary_data_size": st.one_of(st.integers(-4, 64), json_scalars)})
+        ),
+    },
+)
 
 
 @FAST
-@given(doc=st.fixed_dictionaries({"inputs": st.lists(inputs_docs, max_size=3)},
-                                  optional={"outputs": json_values, "parameters": json_values, "id": json_values}),
-       tail=st.binary(max_size=64), binary=st.booleans())  # fmt: skip
+@given(
+    doc=st.fixed_dictionaries(
+        {"inputs": st.lists(inputs_docs, max_size=3)},
+        optional={"outputs": json_values, "parameters": json_values, "id": json_values},
+    ),
+    tail=st.binary(max_size=64),
+    binary=st.booleans(),
+)
 def test_http_binary_extension_structured(doc: dict[str, Any], tail: bytes, binary: bool) -> None:
     import json
 
@@ -129,10 +143,15 @@ SEEDS.append(_webp())
 
 
 @settings(max_examples=250, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-@given(seed=st.sampled_from(range(3)), edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
-       cut=st.integers(0, 4000), junk=st.binary(max_size=64))  # fmt: skip
-def test_image_preprocessing_mutated(image_codec: ImageCodec, seed: int, edits: list[tuple[int, int]], cut: int,
-                                     junk: bytes) -> None:  # fmt: skip
+@given(
+    seed=st.sampled_from(range(3)),
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
+    cut=st.integers(0, 4000),
+    junk=st.binary(max_size=64),
+)
+def test_image_preprocessing_mutated(
+    image_codec: ImageCodec, seed: int, edits: list[tuple[int, int]], cut: int, junk: bytes
+) -> None:
     data = bytearray(SEEDS[seed])
     for position, value in edits:
         data[position % len(data)] = value
@@ -157,8 +176,9 @@ def text_codec(text_bundle: Bundle) -> TextCodec:
 
 
 @FAST
-@given(items=st.lists(st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)), min_size=1,
-                      max_size=4))  # fmt: skip
+@given(
+    items=st.lists(st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)), min_size=1, max_size=4)
+)
 def test_text_preprocessing(text_codec: TextCodec, items: list[bytes]) -> None:
     out = only_invalid_input(text_codec, items)
     if out is not None:

@@ -67,8 +67,9 @@ def check_normal(answer: Answer, expected: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("case", SHARED, ids=[c.id for c in SHARED])
-def test_hostile_over_grpc(case: Case, server: ServerProcess, worker: ProcessPoolExecutor,
-                           expected_logits: np.ndarray) -> None:  # fmt: skip
+def test_hostile_over_grpc(
+    case: Case, server: ServerProcess, worker: ProcessPoolExecutor, expected_logits: np.ndarray
+) -> None:
     hostile, normal = worker.submit(grpc_calls, server.grpc_url, [case.call, NORMAL]).result(120)
     check_error(hostile, case.status, case.message)
     check_normal(normal, expected_logits)
@@ -90,8 +91,9 @@ def test_hostile_http_framing(case: HttpCase, http: httpx.Client, expected_logit
 
 
 @pytest.mark.parametrize("case", GRPC_ONLY, ids=[c.id for c in GRPC_ONLY])
-def test_hostile_grpc_framing(case: Case, server: ServerProcess, worker: ProcessPoolExecutor,
-                              expected_logits: np.ndarray) -> None:  # fmt: skip
+def test_hostile_grpc_framing(
+    case: Case, server: ServerProcess, worker: ProcessPoolExecutor, expected_logits: np.ndarray
+) -> None:
     hostile, normal = worker.submit(grpc_calls, server.grpc_url, [case.call, NORMAL]).result(120)
     check_error(hostile, case.status, case.message)
     check_normal(normal, expected_logits)

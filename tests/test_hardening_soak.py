@@ -25,8 +25,9 @@ PER_TRANSPORT = 4
 
 
 def text(items: list[bytes], endpoint: str = "infer", **parameters: Any) -> Call:
-    return Call("tiny-text", [In("text", "BYTES", [len(items)], raw=bytes_raw(items))], endpoint=endpoint,
-                parameters=parameters)  # fmt: skip
+    return Call(
+        "tiny-text", [In("text", "BYTES", [len(items)], raw=bytes_raw(items))], endpoint=endpoint, parameters=parameters
+    )
 
 
 def mix() -> list[Call]:
@@ -39,8 +40,14 @@ def mix() -> list[Call]:
         calls.append(text([f"soak text number {i}".encode(), b"short"]))
         calls.append(text([("word " * (5 + 10 * i)).encode()]))
         if i % 2 == 0:
-            calls.append(Call("tiny-image", [tensor_input("input", image, "FP32")], endpoint="explain",
-                              parameters={"method": "saliency"}))  # fmt: skip
+            calls.append(
+                Call(
+                    "tiny-image",
+                    [tensor_input("input", image, "FP32")],
+                    endpoint="explain",
+                    parameters={"method": "saliency"},
+                )
+            )
         else:
             calls.append(text([f"explain me {i}".encode()], "explain", method="integrated_gradients", n_steps=8))
     return calls
@@ -101,8 +108,10 @@ def test_soak_mixed_predict_and_explain(model_repo: Path) -> None:
 
     growth = (final - baseline) / baseline
     counts = {"http": http_out["counts"], "grpc": grpc_out["counts"]}
-    print(f"\nsoak {total:.0f} s at concurrency {2 * PER_TRANSPORT}: {counts}; RSS {baseline / 2**20:.0f} MiB -> "
-          f"{final / 2**20:.0f} MiB ({growth:+.1%}), peak {max(samples) / 2**20:.0f} MiB")  # fmt: skip
+    print(
+        f"\nsoak {total:.0f} s at concurrency {2 * PER_TRANSPORT}: {counts}; RSS {baseline / 2**20:.0f} MiB -> "
+        f"{final / 2**20:.0f} MiB ({growth:+.1%}), peak {max(samples) / 2**20:.0f} MiB"
+    )
     assert not http_out["errors"], http_out["errors"][:10]
     assert grpc_out["error_count"] == 0, grpc_out["errors"]
     for side in counts.values():

@@ -112,8 +112,9 @@ def drain_watch(url: str, call: Call, count: int, timeout: float = 60) -> dict[s
     return {"results": results, "health": statuses}
 
 
-def repository_call(url: str, action: str, model: str, authorization: str | None,
-                    root_cert: bytes | None = None) -> tuple[str, str]:  # fmt: skip
+def repository_call(
+    url: str, action: str, model: str, authorization: str | None, root_cert: bytes | None = None
+) -> tuple[str, str]:
     """RepositoryModelLoad/Unload with an optional ``authorization`` metadata value: (code, details)."""
     import grpc
 

@@ -7,10 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 
 def scrape(base_url: str, client: httpx.Client | None = None) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    if client is None:
-        text = httpx.get(f"{base_url}/metrics", timeout=30).text
-    else:
-        text = client.get("/metrics").text
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text if client is None else client.get("/metrics").text
     return parse(text)
 
 

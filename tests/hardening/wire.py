@@ -207,7 +207,11 @@ def grpc_message(call: Call) -> Any:
 def grpc_channel(url: str, root_cert: bytes | None = None, options: list[tuple[str, Any]] | None = None) -> Any:
     import grpc
 
-    options = [("grpc.max_send_message_length", 1 << 30), ("grpc.max_receive_message_length", 1 << 30), *(options or [])]
+    options = [
+        ("grpc.max_send_message_length", 1 << 30),
+        ("grpc.max_receive_message_length", 1 << 30),
+        *(options or []),
+    ]
     if root_cert is not None:
         return grpc.secure_channel(url, grpc.ssl_channel_credentials(root_certificates=root_cert), options=options)
     return grpc.insecure_channel(url, options=options)
