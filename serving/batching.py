@@ -107,7 +107,8 @@ class Batcher:
         try:
             return await item.future
         except asyncio.CancelledError:
-            if not item.taken:
+            # count once: a request whose deadline timer already answered it is not "cancelled" too
+            if not item.taken and item.future.cancelled():
                 self._remove(item)
                 self.metrics.rejected("cancelled")
             raise

@@ -59,7 +59,11 @@ def test_quick_bench_produces_every_figure(model_repo: Path, tmp_path: Path) -> 
 
     targets = {t["target"]: t for t in result["targets"]}
     assert "cold start to ready, lumenserve (median)" in targets
-    assert all(isinstance(t["met"], bool) for t in targets.values()), [t for t in targets.values() if t["met"] is None]
+    unmeasured = [name for name, t in targets.items() if t["met"] is None]
+    # a 2 s overload may see no rejection at all; every other target must have been judged
+    assert unmeasured in ([], ["2x saturation: rejection p99"]), unmeasured
+    if unmeasured:
+        assert overload["rejected"] == 0
 
     text = markdown.read_text()
     assert "## Targets" in text and "| lumenserve_grpc_bytes | 1 |" in text

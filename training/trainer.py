@@ -64,7 +64,6 @@ class TrainState:
     """One row per logged point: {step, epoch, train_loss?, lr?, val_loss?, val_<metric>?}."""
 
 
-@dataclass
 class ResumeError(ValueError):
     """The run folder holds no resumable state."""
 

@@ -98,6 +98,8 @@ class RateResult:
     rejected: int
     failed: int
     duration_s: float
+    unfinished: int
+    """Requests still unanswered ``grace_s`` after the window (cancelled, not counted)."""
     ok_latencies_s: list[float] = field(repr=False)
     reject_latencies_s: list[float] = field(repr=False)
     first_failure: str | None = None
@@ -110,10 +112,14 @@ class RateResult:
 
 
 async def fixed_rate(
-    send: Send, rate_per_s: float, duration_s: float, is_rejection: Callable[[BaseException], bool]
+    send: Send,
+    rate_per_s: float,
+    duration_s: float,
+    is_rejection: Callable[[BaseException], bool],
+    grace_s: float = 5.0,
 ) -> RateResult:
     """Arrivals every ``1 / rate_per_s`` s for ``duration_s``; goodput counts answers that
-    arrive before the end of the window."""
+    arrive before the end of the window. Requests unanswered ``grace_s`` after it are cancelled."""
     interval = 1.0 / rate_per_s
     start = time.perf_counter()
     end = start + duration_s
@@ -145,7 +151,10 @@ async def fixed_rate(
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(i)))
         i += 1
-    await asyncio.gather(*tasks)
+    _done, pending = await asyncio.wait(tasks, timeout=max(0.0, end + grace_s - time.perf_counter()))
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     return RateResult(
         offered_per_s=i / duration_s,
         goodput_per_s=len(ok) / duration_s,
@@ -153,6 +162,7 @@ async def fixed_rate(
         rejected=len(rejected),
         failed=len(failures),
         duration_s=duration_s,
+        unfinished=len(pending),
         ok_latencies_s=ok,
         reject_latencies_s=rejected,
         first_failure=failures[0] if failures else None,

@@ -1,7 +1,9 @@
 """Real photos for the raw-BYTES load, and the same photos preprocessed for the FP32 load.
 
 Sources, in order, whichever exist: Debian darknet's sample photos, scikit-learn's two
-photos (china.jpg, flower.jpg). Every contender cycles through the same list in the same
+photos (china.jpg, flower.jpg). Each photo also comes mirrored and cropped (re-encoded as
+JPEG), so there are enough distinct inputs for explanations never to repeat one (the
+server caches explanations). Every contender cycles through the same list in the same
 order, so JPEG decoding costs them all alike.
 """
 
@@ -52,7 +54,31 @@ def image_workload(bundle: Bundle, *, max_pixels: int = 40_000_000, draft: bool 
     if not isinstance(pre, ImagePreprocessing):
         raise ValueError(f"{bundle.name} is not an image model: the benchmark needs an image-classification bundle")
     codec = ImageCodec(pre, max_pixels=max_pixels, draft=draft)
-    paths = photo_paths()
-    jpegs = [p.read_bytes() for p in paths]
+    names: list[str] = []
+    jpegs: list[bytes] = []
+    for path in photo_paths():
+        for suffix, data in variants(path.read_bytes()):
+            names.append(path.name + suffix)
+            jpegs.append(data)
     tensors = [codec([data]) for data in jpegs]  # each (1, C, H, W)
-    return Workload([p.name for p in paths], jpegs, tensors, codec)
+    return Workload(names, jpegs, tensors, codec)
+
+
+def variants(jpeg: bytes) -> list[tuple[str, bytes]]:
+    """The photo as shipped, mirrored, and center-cropped to 90 % (both re-encoded, quality 90)."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    w, h = image.size
+    dw, dh = w // 20, h // 20
+    out = [("", jpeg)]
+    for suffix, changed in (
+        (" (mirrored)", ImageOps.mirror(image)),
+        (" (cropped)", image.crop((dw, dh, w - dw, h - dh))),
+    ):
+        buffer = io.BytesIO()
+        changed.save(buffer, format="JPEG", quality=90)
+        out.append((suffix, buffer.getvalue()))
+    return out

@@ -227,10 +227,11 @@ def _other_tables(result: dict[str, Any]) -> list[str]:
     if over and "offered_per_s" in over:
         lines += ["", "## Overload: fixed arrival rate at 2x the measured peak (gRPC, JPEG)", "",
                   "| offered req/s | peak req/s | goodput req/s | goodput / peak | ok | rejected | failed | "
-                  "ok p50 / p99 ms | reject p50 / p99 ms | RSS before / peak MiB | alive after |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|",
+                  "unanswered | ok p50 / p99 ms | reject p50 / p99 ms | RSS before / peak MiB | alive after |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|",
                   f"| {_f(over['offered_per_s'])} | {_f(over['peak_requests_per_s'])} | {_f(over['goodput_per_s'])} | "
                   f"{_f(over['goodput_fraction_of_peak'], 3)} | {over['ok']} | {over['rejected']} | {over['failed']} | "
+                  f"{over.get('unfinished', '–')} | "
                   f"{_f(over['ok_p50_ms'])} / {_f(over['ok_p99_ms'])} | {_f(over['reject_p50_ms'], 2)} / "
                   f"{_f(over['reject_p99_ms'], 2)} | {over['rss_before_bytes'] / 2**20:.0f} / "
                   f"{over['rss_peak_bytes'] / 2**20:.0f} | {_f(over['server_alive_after'])} |"]  # fmt: skip

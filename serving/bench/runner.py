@@ -16,6 +16,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 import traceback
@@ -69,6 +70,7 @@ class BenchRun:
         self.ts_setup: TorchServeSetup | None = None
         self.ts_url: str | None = None
         self.ts_server: Any = None
+        self._ts_scratches: list[Path] = []
 
     # ---- the whole run ------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -137,11 +139,11 @@ class BenchRun:
             ts_cold: list[float] = []
             with _environ("OMP_WAIT_POLICY", self.torchserve_omp):
                 if self.plan.cold_start_extra:
-                    extra_ts, seconds = self.ts_setup.start(self.work_dir / "ts_scratch_cold", [self.ts_setup.ours])
+                    extra_ts, seconds = self.ts_setup.start(self._ts_scratch(), [self.ts_setup.ours])
                     ts_cold.append(seconds)
                     extra_ts.stop()
                     self.ts_setup.servers.remove(extra_ts)
-                self.ts_server, seconds = self.ts_setup.start(self.work_dir / "ts_scratch")
+                self.ts_server, seconds = self.ts_setup.start(self._ts_scratch())
             self.ts_url = self.ts_server.inference_url
             cold["torchserve_both_models_s"] = seconds
             cold["torchserve_s"] = ts_cold
@@ -150,6 +152,13 @@ class BenchRun:
                 "single-model start timed separately" if ts_cold else "start of the store with both archives"
             )
         self.result["cold_start"] = cold
+
+    def _ts_scratch(self) -> Path:
+        """A short scratch folder in $TMPDIR: TorchServe puts its workers' unix sockets there, and
+        a socket path over 108 bytes (pytest's tmp_path under a deep $TMPDIR) kills every worker."""
+        scratch = Path(tempfile.mkdtemp(prefix="lsb-ts-"))
+        self._ts_scratches.append(scratch)
+        return scratch
 
     def stop_servers(self) -> None:
         for server in (self.lumen, self.lumen_active):
@@ -160,6 +169,11 @@ class BenchRun:
         self.lumen = self.lumen_active = None
         if self.ts_setup is not None:
             self.result["notes"] += self.ts_setup.stop_all()
+        for i, scratch in enumerate(self._ts_scratches):  # keep TorchServe's logs with the others
+            if (scratch / "logs").is_dir():
+                shutil.copytree(scratch / "logs", self.work_dir / "logs" / f"torchserve-{i}", dirs_exist_ok=True)
+            shutil.rmtree(scratch, ignore_errors=True)
+        self._ts_scratches.clear()
 
     def warm_explain(self) -> None:
         """One saliency explanation per lumenserve server, as a server that also explains."""

@@ -89,27 +89,20 @@ def with_deadline(url: str, call: Call, seconds: float) -> tuple[str, float]:
         return "OK", time.perf_counter() - start
 
 
-def drain_watch(url: str, call: Call, count: int, timeout: float = 60) -> dict[str, Any]:
-    """Watch overall health while ``count`` calls are in flight (the test sends SIGTERM meanwhile)."""
+def health_watch(url: str, timeout: float = 120) -> list[str]:
+    """Follow overall gRPC health (service "") until the stream ends; the statuses seen, in order."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     statuses: list[str] = []
     with grpc_channel(url) as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-
-        def follow() -> None:
-            try:
-                for reply in watch:
-                    statuses.append(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
-            except grpc.RpcError as exc:
-                statuses.append(f"stream ended: {exc.code().name}")
-
-        follower = threading.Thread(target=follow, daemon=True)
-        follower.start()
-        results = flood(url, call, count, timeout)
-        follower.join(timeout)
-    return {"results": results, "health": statuses}
+        try:
+            for reply in watch:
+                statuses.append(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+        except grpc.RpcError as exc:
+            statuses.append(f"stream ended: {exc.code().name}")
+    return statuses
 
 
 def repository_call(
