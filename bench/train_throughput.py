@@ -4,7 +4,7 @@ Both run on the same model and the same in-memory data in one process, interleav
 round (the order alternates so drift from other load on the machine hits both alike); the
 median samples/s of each is compared. Goal: ratio >= 0.95.
 
-    .venv/bin/python bench/train_throughput.py [--model mobilenet_v2 --image-size 64 --rounds 5]
+    .venv/bin/python bench/train_throughput.py [--model mobilenet_v2 --image-size 64 --rounds 9]
 
 ``run(...)`` returns the same figures as a dict (the benchmark harness calls it).
 """
@@ -57,9 +57,9 @@ def _trainer_epoch(model: torch.nn.Module, data: TensorDataset, batch_size: int,
 def run(
     model_name: str = "mobilenet_v2",
     image_size: int = 64,
-    samples: int = 384,
+    samples: int = 256,
     batch_size: int = 32,
-    rounds: int = 5,
+    rounds: int = 9,
     num_classes: int = 10,
     threads: int | None = None,
 ) -> dict[str, Any]:
@@ -113,9 +113,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mobilenet_v2")
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--samples", type=int, default=384)
+    parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print the result dict as JSON")
     args = parser.parse_args()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Before torch loads: idle OpenMP threads spinning on a 2-core machine slow every other
+# process (servers started by tests, ONNX Runtime) several-fold.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 

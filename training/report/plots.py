@@ -22,12 +22,13 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_curves(history: Sequence[dict[str, Any]], metric: str, path: Path) -> Path:
+def plot_curves(history: Sequence[dict[str, Any]], metric: str, path: Path, label_smoothing: float = 0.0) -> Path:
     """Training/validation loss, validation metric, and learning rate against optimizer step."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     train = [r for r in history if "train_loss" in r]
     val = [r for r in history if "val_loss" in r]
-    axes[0].plot([r["step"] for r in train], [r["train_loss"] for r in train], label="train")
+    axes[0].plot([r["step"] for r in train], [r["train_loss"] for r in train],
+                 label=f"train (label smoothing {label_smoothing:g})" if label_smoothing else "train")  # fmt: skip
     axes[0].plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
     axes[0].set(title="loss", xlabel="step")
     axes[0].legend()
@@ -111,7 +112,12 @@ def write_plots(run_dir: Path, summary: dict[str, Any], samples: dict[str, Any])
     """All PNGs of a run. ``samples``: {kind: image|text, items, true, pred, conf}."""
     test = summary["test"]
     paths = [
-        plot_curves(summary["history"], summary["recipe"]["train"]["metric"], run_dir / "curves.png"),
+        plot_curves(
+            summary["history"],
+            summary["recipe"]["train"]["metric"],
+            run_dir / "curves.png",
+            summary["recipe"]["train"].get("label_smoothing", 0.0),
+        ),
         plot_confusion(test["confusion_matrix"], summary["labels"], run_dir / "confusion_matrix.png"),
         plot_reliability(test["reliability"], test["ece"], run_dir / "reliability.png"),
     ]
