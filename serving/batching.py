@@ -66,10 +66,29 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._admitted = 0
+        """Requests admitted on arrival and still being decoded (not yet in the queue)."""
 
     @property
     def depth(self) -> int:
         return len(self._queue)
+
+    def admit(self) -> None:
+        """Count a request against ``max_queue_size`` on arrival, before any decoding work.
+
+        Under overload, surplus requests are refused at once (a few ms) instead of first
+        waiting for the preprocessing pool. Pair with :meth:`release` before :meth:`submit`.
+        """
+        if self._closed:
+            raise Unavailable("model is unloading")
+        if len(self._queue) + self._admitted >= self.policy.max_queue_size:
+            self.metrics.rejected("queue_full")
+            raise Unavailable(f"queue full ({self.policy.max_queue_size} requests waiting); retry later")
+        self._admitted += 1
+
+    def release(self) -> None:
+        """The admitted request is decoded (or failed): it no longer holds a queue place."""
+        self._admitted -= 1
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")

@@ -117,12 +117,16 @@ class DataPlane:
         self._enter(model)
         try:
             deadline = self._deadline(request)
-            if model.needs_preprocessing(request.inputs):
-                loop = asyncio.get_running_loop()
-                feed, rows = await loop.run_in_executor(self.pool, model.prepare, request.inputs)
-            else:
-                feed, rows = model.prepare(request.inputs)
             assert model.batcher is not None
+            model.batcher.admit()  # refuse overload before decoding anything
+            try:
+                if model.needs_preprocessing(request.inputs):
+                    loop = asyncio.get_running_loop()
+                    feed, rows = await loop.run_in_executor(self.pool, model.prepare, request.inputs)
+                else:
+                    feed, rows = model.prepare(request.inputs)
+            finally:
+                model.batcher.release()
             outputs = await model.batcher.submit(feed, rows, deadline)
             tensors = model.postprocess(outputs, request.outputs)
             return InferenceResponse(model.name, model.version, request.id, tensors)
