@@ -253,6 +253,20 @@ class DataPlane:
         self.authorize(authorization)
         await self.repository.unload(name)
 
+    def ready_models(self) -> list[dict[str, Any]]:
+        """Models serving now, newest version first: public, read-only (no repository token).
+
+        Exposes no more than each model's public metadata route does; what is on disk but not
+        loaded stays behind the guarded repository index.
+        """
+        versions: dict[str, list[str]] = {}
+        for row in self.repository.index():
+            if row["state"] == "READY":
+                versions.setdefault(row["name"], []).append(row["version"])
+        return [
+            {"name": name, "versions": sorted(found, key=int, reverse=True)} for name, found in sorted(versions.items())
+        ]
+
     def index(self, authorization: str | None) -> list[dict[str, str]]:
         self.authorize(authorization)
         return self.repository.index()

@@ -209,6 +209,8 @@ def test_health_metadata_and_readiness(server: ServerProcess, worker: ProcessPoo
     assert meta["platform"] == "onnxruntime_onnx" and meta["versions"] == ["1"]
     assert [i["name"] for i in meta["inputs"]] == ["input_ids", "attention_mask"]
     assert {"logits", "probabilities", "attention_0", "attention_1"} == {o["name"] for o in meta["outputs"]}
+    listed = httpx.get(f"{base}/v2/models").json()["models"]  # public: no token needed
+    assert {"name": "tiny-text", "versions": ["1"]} in listed and {m["name"] for m in listed} >= {"tiny-image"}
     server_meta = httpx.get(f"{base}/v2").json()
     assert server_meta["name"] == "lumenserve" and "classification" in server_meta["extensions"]
 

@@ -99,6 +99,7 @@ class RestApi:
             Route("/v2", self.server_metadata, methods=["GET"]),
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
+            Route("/v2/models", self.models, methods=["GET"]),
             *(Route(p, self.model_metadata, methods=["GET"]) for p in (model, versioned)),
             *(Route(p + "/ready", self.model_ready, methods=["GET"]) for p in (model, versioned)),
             *(Route(p + "/infer", self.infer, methods=["POST"]) for p in (model, versioned)),
@@ -161,6 +162,10 @@ class RestApi:
     @mapped_errors
     async def explain(self, request: Request) -> Response:
         return await self._infer_like(request, explain=True)
+
+    @mapped_errors
+    async def models(self, request: Request) -> Response:
+        return json_response({"models": self.dataplane.ready_models()})
 
     @mapped_errors
     async def index(self, request: Request) -> Response:
