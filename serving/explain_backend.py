@@ -8,7 +8,8 @@ histogram; this backend does the rest:
 - prepares the inputs with the model's own codecs (raw BYTES images/texts or tensors);
 - answers from a cache keyed by (model, version, input hash, method, parameters, targets),
   counting ``lumenserve_explain_cache_total{result="hit"|"miss"}``;
-- builds the model's eager twin on first use and checks it against the served runtime
+- builds the model's eager twin in the background once the server has loaded it (or on first
+  use, for models loaded later through the repository API) and checks it against the served runtime
   (``BundleExplainer.twin_check``); a model that fails is refused with UNIMPLEMENTED;
 - runs the explanation in its own thread pool whose threads run at a lower CPU priority
   (nice +10), so prediction threads win the cores while an explanation runs;
@@ -25,7 +26,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,6 +160,16 @@ class ExplainBackend:
             "explain_cache": "miss",
         }
         return InferenceResponse(model.name, model.version, request.id, outputs, parameters)
+
+    def prepare(self, model: LoadedModel) -> None:
+        """Build the eager twin and run its check in the background right after the model
+        loads, so the check happens at startup and the first explanation does not pay for it."""
+
+        def report(future: Future[BundleExplainer]) -> None:
+            if future.exception() is not None:
+                log.error("explain twin for %s/%s failed: %r", model.name, model.version, future.exception())
+
+        self.pool.submit(self.explainer_for, model).add_done_callback(report)
 
     def explainer_for(self, model: LoadedModel) -> BundleExplainer:
         """The model's eager twin, built and checked against the served runtime on first use."""

@@ -118,6 +118,11 @@ class LumenServer:
             await asyncio.sleep(0.01)
         await self.health.refresh()
         await self.repository.load_startup_models()
+        prepare = getattr(self.dataplane.explain_backend, "prepare", None)
+        if prepare is not None:  # the explain twins' startup check, in the background
+            for versions in self.repository.models.values():
+                for model in versions.values():
+                    prepare(model)
         if any(m.runtime.device.startswith("cuda") for vs in self.repository.models.values() for m in vs.values()):
             self.metrics.enable_gpu_memory()
         await self.health.refresh()
