@@ -236,40 +236,41 @@ def test_predictions_keep_flowing_while_an_explanation_runs(server: ServerProces
     client = httpx.Client(timeout=30)
     infer_url = f"http://{server.http_url}/v2/models/tiny-image/infer"
 
-    def infer_latencies(seconds: float) -> list[float]:
-        out, end = [], time.monotonic() + seconds
-        while time.monotonic() < end:
-            start = time.perf_counter()
-            assert client.post(infer_url, content=infer_doc).status_code == 200
-            out.append(time.perf_counter() - start)
-        return out
+    def one_infer() -> float:
+        start = time.perf_counter()
+        assert client.post(infer_url, content=infer_doc).status_code == 200
+        return time.perf_counter() - start
 
-    baseline = infer_latencies(1.5)
-    explain_doc = json.loads(infer_doc)
-    explain_doc["parameters"] = {"method": "integrated_gradients", "n_steps": 512, "internal_batch_size": 16}
-    explain_doc["inputs"][0]["data"] = (np.asarray(x) + 0.5).tolist()  # not cached by an earlier run
+    baseline = [one_infer() for _ in range(20)]
+    # A long explanation on any machine: 4 items x 512 IG steps in passes of 4 (not cached:
+    # the inputs differ from every earlier request).
+    batch = np.random.default_rng(3).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    explain_doc = {
+        "parameters": {"method": "integrated_gradients", "n_steps": 512, "internal_batch_size": 4},
+        "inputs": [{"name": "input", "shape": [4, 3, 32, 32], "datatype": "FP32", "data": batch.ravel().tolist()}],
+    }
     done: dict[str, float] = {}
 
     def run_explain() -> None:
         start = time.perf_counter()
         reply = json_explain(server, "tiny-image", explain_doc)
-        done["status"], done["seconds"], done["at"] = reply.status_code, time.perf_counter() - start, time.monotonic()
+        done["status"], done["seconds"] = reply.status_code, time.perf_counter() - start
 
     thread = threading.Thread(target=run_explain)
     thread.start()
     time.sleep(0.3)  # the explanation is underway
-    during = infer_latencies(2.0)
-    measured_until = time.monotonic()
+    during = []
+    while thread.is_alive() and len(during) < 300:  # measure for as long as it runs
+        during.append(one_infer())
     thread.join(180)
     client.close()
     assert done.get("status") == 200
-    assert done["at"] > measured_until, f"the explanation ({done['seconds']:.2f} s) ended before the measurement"
     p50_before, p50_during = float(np.median(baseline)), float(np.median(during))
     print(
         f"infer p50 {p50_before * 1e3:.1f} ms before, {p50_during * 1e3:.1f} ms during an IG explain "
         f"of {done['seconds']:.1f} s; max during {max(during) * 1e3:.0f} ms; {len(during)} calls"
     )
-    assert len(during) >= 10
+    assert len(during) >= 10, f"only {len(during)} predictions answered during a {done['seconds']:.1f} s explanation"
     assert p50_during < max(5 * p50_before, 0.05)
     assert max(during) < 1.0
 
