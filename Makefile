@@ -3,12 +3,15 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export LUMENSERVE_HOME ?= $(CURDIR)/.lumenserve
+# Scratch files (pytest's tmp_path, TorchServe, the JVM) stay inside the work tree.
+export TMPDIR ?= $(LUMENSERVE_HOME)/tmp
 export ORT_DISABLE_TELEMETRY := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup test lint typecheck pytest demo demo-quick protos clean
 
 setup:
+	@mkdir -p "$(TMPDIR)"
 	@bash scripts/setup.sh
 
 lint: setup
