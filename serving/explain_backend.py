@@ -49,8 +49,6 @@ PROTOCOL_PARAMETERS = frozenset(
 PNG_OUTPUTS = ("overlay_png", "token_png", "attention_grid_png", "rollout_png")
 CACHE_ENTRIES = 128
 CACHE_BYTES = 64 << 20
-EXPLAIN_NICE = 10
-"""How much lower the explain threads' CPU priority is than the rest of the server."""
 
 
 class ExplainCache:
@@ -93,9 +91,11 @@ class ParsedRequest:
     png_base64: bool
 
 
-def _lower_priority() -> None:
+def _lower_priority(nice: int) -> None:
+    if nice <= 0:
+        return
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), EXPLAIN_NICE)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
     except (OSError, AttributeError):  # pragma: no cover - not Linux, or not permitted
         log.debug("could not lower the explain thread's priority")
 
@@ -105,7 +105,10 @@ class ExplainBackend:
         self.settings = settings
         self.metrics = metrics
         self.pool = ThreadPoolExecutor(
-            max_workers=settings.explain_max_concurrency, thread_name_prefix="explain", initializer=_lower_priority
+            max_workers=settings.explain_max_concurrency,
+            thread_name_prefix="explain",
+            initializer=_lower_priority,
+            initargs=(settings.explain_nice,),
         )
         self.cache = ExplainCache()
         self._explainers: dict[tuple[str, str, int], BundleExplainer] = {}

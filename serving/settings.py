@@ -83,6 +83,10 @@ class ServingSettings(BaseSettings):
     """Explanations computed at once (explain has its own cap so predictions keep flowing)."""
     explain_max_queue: int = Field(default=16, ge=0)
     """Explanations allowed to wait for a slot; beyond it UNAVAILABLE/503."""
+    explain_nice: int = Field(default=10, ge=0, le=19)
+    """How much lower the explain threads' CPU priority is than the predictions' (Linux nice).
+    10 keeps predictions flowing during explanations; 0 gives explanations full speed on a host
+    that runs nothing else."""
     preprocess_threads: int = Field(default=0, ge=0)
     """Threads decoding images / tokenising texts (0: one per CPU)."""
     static_dir: Path | None = None
