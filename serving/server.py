@@ -29,7 +29,9 @@ from serving.repository import ModelRepository
 from serving.settings import ServingSettings
 
 log = logging.getLogger("lumenserve.serving")
-STREAM_SETTLE_SECONDS = 0.5
+STREAM_SETTLE_SECONDS = 1.0
+"""After the last accepted request is answered: time for its reply to leave the socket, then
+the grace left to the long-lived streams (health Watch) before they are ended."""
 
 
 def discover_explain_backend(settings: ServingSettings, metrics: ServingMetrics) -> ExplainBackend | None:
