@@ -122,7 +122,7 @@ def render_markdown(result: dict[str, Any], command: str) -> str:
         f"Machine: {m.get('cpu_model')}, {m.get('logical_cpus')} logical CPUs, {m.get('memory_gib')} GiB, "
         f"load average at start {m.get('load_average_at_start')}; packages {m.get('packages')}.",
         "",
-        "**Noise:** this machine has 2 cores that were shared with other jobs during the run (see the "
+        "**Noise:** this machine has 2 cores that may be shared with other jobs (see the "
         "load average above); every contender ran interleaved in the same rounds so drift hits all alike, "
         "but compare ratios within this run, not absolute figures across runs. Rerun on a quiet machine "
         "with `lumenserve bench --repository REPO --model NAME --markdown docs/benchmarks.md`.",
