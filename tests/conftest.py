@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 # Before torch loads: idle OpenMP threads spinning on a 2-core machine slow every other
@@ -48,3 +49,15 @@ def _one_inference_proto_per_process() -> None:
 
     both = "tritonclient.grpc" in sys.modules and "serving.protogen.inference_pb2" in sys.modules
     assert not both, "tritonclient.grpc and serving.protogen were both imported in the test process"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread (OpenMP spinning costs more than it gives on 2 busy cores).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
