@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,10 @@ def serve_command(config_file: Path | None, models: tuple[str, ...], log_level: 
         asyncio.run(main())
     except (BundleError, ServingError, OSError, RuntimeError) as exc:  # bad repository, port taken, ...
         raise click.ClickException(f"lumenserve serve failed: {exc}") from exc
+    # Drained: every accepted request is answered. What may still run is background work no
+    # client waits for (the explain twin check, a warm-up); the interpreter would join those
+    # threads at exit and push the exit past the grace period on a busy machine, so leave now.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

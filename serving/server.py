@@ -29,6 +29,9 @@ from serving.repository import ModelRepository
 from serving.settings import ServingSettings
 
 log = logging.getLogger("lumenserve.serving")
+HTTP_SETTLE_SECONDS = 0.5
+"""After the last accepted request is answered: how long open HTTP keep-alive connections stay
+open (answering 503 + ``Connection: close``) before they are closed."""
 STREAM_SETTLE_SECONDS = 1.0
 """After the last accepted request is answered: time for its reply to leave the socket, then
 the grace left to the long-lived streams (health Watch) before they are ended."""
@@ -146,19 +149,24 @@ class LumenServer:
         await self.health.shutdown()
         log.info("draining: readiness NOT_SERVING, waiting for %d request(s)", self.dataplane.inflight)
         remaining = max(0.1, deadline - time.monotonic() - 0.5)
+        http_closer = None
         if self._http is not None:
-            self._http.should_exit = True
+            for listener in getattr(self._http, "servers", []):
+                listener.close()  # new connections are refused at once; open ones stay
+            http_closer = asyncio.get_running_loop().create_task(self._end_http_when_idle(remaining))
         stops = [self._grpc.stop(remaining)] if self._grpc is not None else []
         if self._http_task is not None:
             stops.append(asyncio.wait_for(asyncio.shield(self._http_task), remaining))
         cutter = asyncio.get_running_loop().create_task(self._end_streams_when_idle(remaining))
         results = await asyncio.gather(*stops, return_exceptions=True)
         cutter.cancel()
+        if http_closer is not None:
+            http_closer.cancel()
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, TimeoutError):
                 log.warning("transport stop: %r", result)
         if self._http is not None and self._http_task is not None and not self._http_task.done():
-            self._http.force_exit = True
+            self._http.should_exit = self._http.force_exit = True
             await asyncio.gather(self._http_task, return_exceptions=True)
         await self.dataplane.wait_idle(max(0.0, deadline - time.monotonic() - 0.2))
         left = self.dataplane.inflight + self.dataplane.cancelled_while_draining
@@ -169,6 +177,17 @@ class LumenServer:
         await self.repository.close()
         self.dataplane.pool.shutdown(wait=False, cancel_futures=True)
         self.stopped.set()
+
+    async def _end_http_when_idle(self, timeout: float) -> None:
+        """Keep open keep-alive connections until every accepted request is answered (each
+        answer says ``Connection: close``; a request arriving on one meanwhile gets a clear 503
+        "server is draining"), then a short settle, then close them: closing an idle keep-alive
+        connection at once races a request the client may be sending on it."""
+        assert self._http is not None
+        settle = min(HTTP_SETTLE_SECONDS, timeout / 4)
+        await self.dataplane.wait_idle(max(0.0, timeout - settle - 0.2))
+        await asyncio.sleep(settle)
+        self._http.should_exit = True
 
     async def _end_streams_when_idle(self, timeout: float) -> None:
         """Once every accepted request is answered, end the long-lived gRPC streams (health

@@ -199,7 +199,30 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return json_response({"error": message}, exc.status_code)
 
 
-def build_app(dataplane: DataPlane) -> Starlette:
+class CloseWhileDraining:
+    """ASGI wrapper: while the server drains, every response says ``Connection: close``, so a
+    keep-alive client learns to stop reusing its connection from the answer itself instead of
+    finding it closed under a request it just sent."""
+
+    def __init__(self, app: Any, dataplane: DataPlane) -> None:
+        self.app = app
+        self.dataplane = dataplane
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.dataplane.draining:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_closing(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, send_closing)
+
+
+def build_app(dataplane: DataPlane) -> CloseWhileDraining:
     routes = RestApi(dataplane).routes()
     routes += report_routes(dataplane.settings.repository)  # read-only training reports (serving/http/reports.py)
     # Anything else under /v2 (e.g. a model name holding '/') is a JSON 404, not the static page's 405.
@@ -207,4 +230,5 @@ def build_app(dataplane: DataPlane) -> Starlette:
     static = dataplane.settings.static_dir or (DEFAULT_STATIC if DEFAULT_STATIC.is_dir() else None)
     if static is not None:
         routes.append(Mount("/", app=StaticFiles(directory=str(static), html=True), name="static"))
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    return CloseWhileDraining(app, dataplane)
