@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from explain import faithfulness, render
 from explain.errors import ExplainParameterError, UnsupportedMethodError
@@ -45,9 +45,18 @@ Runtime = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
 class ScoreParams(MethodParams):
-    deletion_steps: int = Field(default=10, ge=2, le=50, description="slices of the deletion curve")
+    deletion_steps: int = Field(
+        default=10, ge=0, le=50, description="slices of the deletion curve (0: no deletion curve, no deletion_auc)"
+    )
     infidelity: bool = Field(default=True, description="also compute Captum's infidelity (images only)")
     infidelity_samples: int = Field(default=8, ge=1, le=64, description="noise samples per item for infidelity")
+
+    @field_validator("deletion_steps")
+    @classmethod
+    def _not_one(cls, steps: int) -> int:
+        if steps == 1:
+            raise ValueError("must be 0 (no deletion curve) or 2 to 50 (one slice is no curve)")
+        return steps
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ class ItemExplanation:
     predicted: int
     target: int
     attributions: np.ndarray  # image (C or 1, H, W); text (seq,)
-    deletion_auc: float
+    deletion_auc: float | None  # None when deletion_steps is 0
     pngs: dict[str, bytes] = field(default_factory=dict)
     """``overlay_png`` for images; ``token_png`` (+ ``attention_grid_png``, ``rollout_png``) for text."""
     token_html: str | None = None
@@ -184,7 +193,7 @@ class BundleExplainer:
         if images is not None and len(images) != len(batch):
             raise ExplainParameterError(f"{len(images)} original images for {len(batch)} items")
         logits = self._logits(batch)  # (batch, classes)
-        explanation: Explanation = explainer.explain(batch, targets, **all_params)
+        explanation: Explanation = explainer.explain(batch, targets, logits=logits, **all_params)
         items = self._items(batch, logits, explanation, score_p, render_p, images)
         used = explanation.params | score_p.model_dump()
         if self.task == IMAGE:
@@ -248,15 +257,17 @@ class BundleExplainer:
         targets = explanation.targets
         attributions = explanation.attributions.detach().float()
         infid: torch.Tensor | None = None
+        curve: faithfulness.DeletionCurve | None = None
+        steps = score_p.deletion_steps
         if isinstance(batch, TextInputs):
             assert isinstance(self.model, TextClassifier)
-            curve = faithfulness.deletion_curve_text(
-                self.model, batch, attributions, targets, steps=score_p.deletion_steps
-            )
+            if steps:
+                curve = faithfulness.deletion_curve_text(self.model, batch, attributions, targets, steps=steps)
         else:
-            curve = faithfulness.deletion_curve_image(
-                self.model, batch, attributions, targets, steps=score_p.deletion_steps
-            )
+            if steps:
+                curve = faithfulness.deletion_curve_image(
+                    self.model, batch, attributions, targets, steps=steps, logits=logits
+                )
             if score_p.infidelity:
                 infid = faithfulness.infidelity_image(
                     self.model, batch, attributions, targets, n_perturb_samples=score_p.infidelity_samples
@@ -294,7 +305,7 @@ class BundleExplainer:
                     predicted=int(logits[i].argmax()),
                     target=targets[i],
                     attributions=attr_i,
-                    deletion_auc=float(curve.auc[i]),
+                    deletion_auc=None if curve is None else float(curve.auc[i]),
                     pngs=pngs,
                     token_html=html,
                     tokens=tokens,

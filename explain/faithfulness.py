@@ -86,22 +86,31 @@ def deletion_curve_image(
     *,
     steps: int = 10,
     batch_size: int = 64,
+    logits: torch.Tensor | None = None,
 ) -> DeletionCurve:
-    """inputs (batch, C, H, W); attributions (batch, C or 1, H, W)."""
-    b, _, h, w = inputs.shape  # (batch, C, H, W)
+    """inputs (batch, C, H, W); attributions (batch, C or 1, H, W); ``logits`` (batch, classes):
+    the model's answer on the untouched ``inputs`` if the caller has it (the curve's first point).
+
+    The last point (every pixel removed) is the same all-zero image for every item: one pass."""
+    b, c, h, w = inputs.shape  # (batch, C, H, W)
     scores = attributions.detach().sum(dim=1).reshape(b, h * w)  # (batch, H*W)
     keep = _rank(scores, torch.ones_like(scores, dtype=torch.bool), steps)  # (batch, steps+1, H*W)
-    keep = keep.reshape(b * (steps + 1), 1, h, w)  # (batch*(steps+1), 1, H, W)
-    flat_targets = torch.tensor(targets).repeat_interleave(steps + 1)  # (batch*(steps+1),)
-    item = torch.arange(b).repeat_interleave(steps + 1)  # (batch*(steps+1),)
+    inner = keep[:, 1:steps].reshape(b * (steps - 1), 1, h, w)  # (batch*(steps-1), 1, H, W)
+    target_t = torch.tensor(targets)  # (batch,)
+    flat_targets = target_t.repeat_interleave(steps - 1)  # (batch*(steps-1),)
+    item = torch.arange(b).repeat_interleave(steps - 1)  # (batch*(steps-1),)
 
     def run(part: slice) -> torch.Tensor:
-        masked = inputs[item[part]] * keep[part]  # (chunk, C, H, W)
+        masked = inputs[item[part]] * inner[part]  # (chunk, C, H, W)
         return _target_probability(model(masked), flat_targets[part])
 
     with torch.no_grad():
-        probs = _run_chunked(run, b * (steps + 1), batch_size)  # (batch*(steps+1),)
-    return _curve(probs.reshape(b, steps + 1), steps)
+        first = _target_probability(model(inputs) if logits is None else logits, target_t)  # (batch,)
+        empty = model(torch.zeros(1, c, h, w, dtype=inputs.dtype)).expand(b, -1)  # (batch, classes)
+        last = _target_probability(empty, target_t)  # (batch,)
+        middle = _run_chunked(run, b * (steps - 1), batch_size).reshape(b, steps - 1)  # (batch, steps-1)
+    probs = torch.cat([first[:, None], middle, last[:, None]], dim=1)  # (batch, steps+1)
+    return _curve(probs, steps)
 
 
 def deletion_curve_text(

@@ -22,6 +22,7 @@ is safe in worker threads).
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 from collections.abc import Sequence
@@ -51,7 +52,7 @@ class RenderParams(MethodParams):
 
 def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=False)
+    image.save(buf, format="PNG", compress_level=1)  # ~4x faster than the default 6, ~15 % larger
     return buf.getvalue()
 
 
@@ -64,6 +65,12 @@ def heat(scores: np.ndarray, normalization: str = "abs", percentile: float = 99.
     return np.clip(values / top, 0.0, 1.0)
 
 
+@functools.lru_cache(maxsize=16)
+def _colour_table(name: str) -> np.ndarray:
+    """The colormap sampled at 256 levels: (256, 3) float32 in [0, 255]."""
+    return (colormaps[name](np.arange(256))[:, :3] * 255.0).astype(np.float32)
+
+
 def overlay_png(attributions: np.ndarray, image: np.ndarray, params: RenderParams | None = None) -> bytes:
     """attributions (C, h, w) or (h, w); image uint8 (H, W, 3) or (H, W) -> PNG of size (W, H)."""
     p = params or RenderParams()
@@ -71,9 +78,9 @@ def overlay_png(attributions: np.ndarray, image: np.ndarray, params: RenderParam
     photo = Image.fromarray(image).convert("RGB")
     h_map = heat(scores.astype(np.float64), p.normalization, p.percentile)  # (h, w) in [0, 1]
     resized = Image.fromarray((h_map * 255).astype(np.uint8)).resize(photo.size, Image.Resampling.BILINEAR)
-    h_full = np.asarray(resized, dtype=np.float32)[..., None] / 255.0  # (H, W, 1)
-    colour = colormaps[p.colormap](h_full[..., 0])[..., :3].astype(np.float32) * 255.0  # (H, W, 3)
-    weight = p.alpha * h_full  # (H, W, 1)
+    level = np.asarray(resized)  # (H, W) uint8
+    colour = _colour_table(p.colormap)[level]  # (H, W, 3)
+    weight = (p.alpha / 255.0) * level[..., None].astype(np.float32)  # (H, W, 1)
     blended = (1.0 - weight) * np.asarray(photo, dtype=np.float32) + weight * colour  # (H, W, 3)
     return png_bytes(Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8)))
 

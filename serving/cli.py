@@ -33,6 +33,8 @@ def serve_command(config_file: Path | None, models: tuple[str, ...], log_level: 
     settings = load_settings(config_file, models=list(models) or None, **flags)
     if settings.omp_wait_policy:  # before torch loads anywhere in this process
         os.environ.setdefault("OMP_WAIT_POLICY", settings.omp_wait_policy)
+    elif "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", str(settings.gomp_spincount))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import asyncio
 

@@ -304,7 +304,8 @@ def response_tensors(result: ExplainResult, feed: dict[str, np.ndarray], *, png_
     for name in PNG_OUTPUTS:
         if name in items[0].pngs:
             out.append(_bytes_tensor(name, [i.pngs[name] for i in items], png=True, base64_png=png_base64))
-    out.append(Tensor("deletion_auc", "FP32", np.array([i.deletion_auc for i in items], dtype=np.float32)))
+    if items[0].deletion_auc is not None:  # deletion_steps 0: no curve asked for
+        out.append(Tensor("deletion_auc", "FP32", np.array([i.deletion_auc for i in items], dtype=np.float32)))
     if items[0].convergence_delta is not None:
         delta = np.array([i.convergence_delta for i in items], dtype=np.float32)  # (batch,)
         out.append(Tensor("convergence_delta", "FP32", delta))

@@ -45,7 +45,7 @@ def test_quick_bench_produces_every_figure(model_repo: Path, tmp_path: Path) -> 
             assert point["p50_ms"] <= point["p90_ms"] <= point["p99_ms"]
     # the top-5 answer really came back (3 classes in the tiny model: all of them)
     assert len(result["sample_answers"]["lumenserve_grpc_bytes"]) == 3
-    assert _positive(result["omp_wait_policy"]["ACTIVE"]["1"]["requests_per_s"])
+    assert _positive(result["omp_wait_policy"]["PASSIVE"]["1"]["requests_per_s"])
 
     for key, case in result["explain"]["cases"].items():
         for contender in ("captum_in_process", "lumenserve_lean", "lumenserve_default", "torchserve_ours"):

@@ -70,12 +70,20 @@ def test_every_image_method_renders_at_input_size_with_scores(image_explainer: B
     assert [item.target for item in result.items] == [2, 0]
     for item in result.items:
         assert png_size(item.pngs["overlay_png"]) == (32, 32)
-        assert 0.0 <= item.deletion_auc <= 1.0
+        assert item.deletion_auc is not None and 0.0 <= item.deletion_auc <= 1.0
         assert item.infidelity is not None and item.infidelity >= 0
         assert item.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
         assert item.predicted == int(np.argmax(item.logits))
     assert (result.items[0].convergence_delta is not None) == (method == "integrated_gradients")
     assert result.params["deletion_steps"] == 10 and result.params["colormap"] == "inferno"
+
+
+def test_deletion_steps_zero_skips_the_deletion_curve(image_explainer: BundleExplainer) -> None:
+    x = image_explainer.probe_inputs()
+    result = image_explainer.explain(x, method="saliency", params={"deletion_steps": 0, "infidelity": False})
+    assert [item.deletion_auc for item in result.items] == [None, None]
+    assert all(item.infidelity is None and "overlay_png" in item.pngs for item in result.items)
+    assert result.params["deletion_steps"] == 0
 
 
 def test_overlay_is_drawn_on_the_original_image_at_its_size(image_explainer: BundleExplainer) -> None:

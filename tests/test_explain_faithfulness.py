@@ -42,6 +42,10 @@ def test_deletion_auc_is_lower_for_the_true_attribution_than_for_random(linear: 
     assert torch.allclose(true_curve.probabilities[:, 0], p0, atol=1e-6)
     assert torch.allclose(true_curve.probabilities[:, -1], p1, atol=1e-6)
     assert bool(((true_curve.auc >= 0) & (true_curve.auc <= 1)).all())
+    # the caller's prediction pass stands in for the first point: same curve, one pass fewer
+    with torch.no_grad():
+        reused = faithfulness.deletion_curve_image(linear, x, truth, targets, steps=16, logits=linear(x))
+    assert torch.allclose(reused.probabilities, true_curve.probabilities, atol=1e-6)
 
 
 def test_infidelity_prefers_the_true_attribution(linear: torch.nn.Sequential) -> None:

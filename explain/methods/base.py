@@ -41,12 +41,16 @@ class Explainer(ABC, Generic[P]):
         """Refuse inputs of the wrong kind (image methods need a tensor, text methods TextInputs)."""
 
     # -- the public call -----------------------------------------------------------------
-    def explain(self, inputs: ExplainInputs, targets: TargetType = None, **params: Any) -> Explanation:
+    def explain(
+        self, inputs: ExplainInputs, targets: TargetType = None, *, logits: torch.Tensor | None = None, **params: Any
+    ) -> Explanation:
+        """``logits`` (batch, classes): the caller's prediction pass over ``inputs``, if it ran
+        one, so the targets are resolved without a second forward pass."""
         checked = self.validate(params)
         self._check_inputs(inputs)
         if isinstance(inputs, torch.Tensor):  # a leaf that wants gradients (the caller's tensor is untouched)
             inputs = inputs.detach().requires_grad_(True)
-        resolved = resolve_targets(self.logits(inputs), targets)
+        resolved = resolve_targets(self.logits(inputs) if logits is None else logits, targets)
         return self._explain(inputs, resolved, checked)
 
     def validate(self, params: dict[str, Any]) -> Any:

@@ -50,10 +50,13 @@ def bench_command(
 ) -> None:
     """Benchmark a bundle: in-process ceiling, lumenserve over gRPC/HTTP, TorchServe, explain,
     cold start, overload and training throughput, interleaved in one run."""
-    # The in-process contenders (Captum, training) run with the OpenMP wait policy the server
-    # sets for itself (PASSIVE); TorchServe gets --torchserve-omp-wait-policy.
+    # The in-process contenders (Captum, training) run with the OpenMP setting the server uses
+    # by default (GOMP_SPINCOUNT, serving/settings.py); TorchServe gets --torchserve-omp-wait-policy.
+    from serving.settings import ServingSettings
+
     caller_omp = os.environ.get("OMP_WAIT_POLICY")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not caller_omp:
+        os.environ.setdefault("GOMP_SPINCOUNT", str(ServingSettings.model_fields["gomp_spincount"].default))
     torchserve_omp = caller_omp if ts_omp == "inherit" else ts_omp
     missing = [m for m in ("tritonclient", "aiohttp") if importlib.util.find_spec(m) is None]
     if missing:  # aiohttp (the TorchServe client) comes with tritonclient[http]

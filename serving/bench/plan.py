@@ -17,7 +17,7 @@ class BenchPlan:
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
     """Ceiling batch sweep."""
     omp_concurrencies: tuple[int, ...] = (1, 8)
-    """Concurrencies at which the OMP_WAIT_POLICY=ACTIVE server is also measured."""
+    """Concurrencies at which a second server with OMP_WAIT_POLICY=PASSIVE is also measured."""
     explain_reps: int = 3
     overload_s: float = 10.0
     cold_start_extra: int = 2

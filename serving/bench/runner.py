@@ -66,7 +66,7 @@ class BenchRun:
         self.workload: Workload = image_workload(self.bundle)
         self.result: dict[str, Any] = {"errors": {}, "notes": []}
         self.lumen: LumenProcess | None = None
-        self.lumen_active: LumenProcess | None = None
+        self.lumen_passive: LumenProcess | None = None
         self.ts_setup: TorchServeSetup | None = None
         self.ts_url: str | None = None
         self.ts_server: Any = None
@@ -85,6 +85,7 @@ class BenchRun:
             "plan": asdict(self.plan),
             "omp_wait_policy": {
                 "in_process_and_lumenserve": os.environ.get("OMP_WAIT_POLICY", "unset"),
+                "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", "unset"),
                 "torchserve": self.torchserve_omp or "unset (its default)",
             },
         }
@@ -115,19 +116,19 @@ class BenchRun:
     # ---- servers ------------------------------------------------------------------------
     def start_servers(self) -> None:
         logs = self.work_dir / "logs"
+        default: dict[str, str] = {}  # the server's own default (GOMP_SPINCOUNT, see serving/settings.py)
         passive = {"OMP_WAIT_POLICY": "PASSIVE", "LUMENSERVE_OMP_WAIT_POLICY": "PASSIVE"}
-        active = {"OMP_WAIT_POLICY": "ACTIVE", "LUMENSERVE_OMP_WAIT_POLICY": "ACTIVE"}
         lumen_cold: list[float] = []
         for i in range(self.plan.cold_start_extra):
-            extra = start_lumenserve(self.repository, self.model, logs, label=f"lumenserve-cold-{i}", env_extra=passive)
+            extra = start_lumenserve(self.repository, self.model, logs, label=f"lumenserve-cold-{i}", env_extra=default)
             lumen_cold.append(extra.cold_start_s)
             extra.stop()
-        self.lumen = start_lumenserve(self.repository, self.model, logs, label="lumenserve", env_extra=passive)
+        self.lumen = start_lumenserve(self.repository, self.model, logs, label="lumenserve", env_extra=default)
         lumen_cold.append(self.lumen.cold_start_s)
-        self.lumen_active = start_lumenserve(
-            self.repository, self.model, logs, label="lumenserve-omp-active", env_extra=active
+        self.lumen_passive = start_lumenserve(
+            self.repository, self.model, logs, label="lumenserve-omp-passive", env_extra=passive
         )
-        lumen_cold.append(self.lumen_active.cold_start_s)
+        lumen_cold.append(self.lumen_passive.cold_start_s)
         cold: dict[str, Any] = {"lumenserve_s": lumen_cold, "lumenserve_median_s": statistics.median(lumen_cold)}
         if self.with_torchserve:
             self.ts_setup = prepare_torchserve(
@@ -161,12 +162,12 @@ class BenchRun:
         return scratch
 
     def stop_servers(self) -> None:
-        for server in (self.lumen, self.lumen_active):
+        for server in (self.lumen, self.lumen_passive):
             if server is not None:
                 code = server.stop()
                 if code not in (0, None):
                     self.result["notes"].append(f"{server.label} exited with {code} (log {server.log_path})")
-        self.lumen = self.lumen_active = None
+        self.lumen = self.lumen_passive = None
         if self.ts_setup is not None:
             self.result["notes"] += self.ts_setup.stop_all()
         for i, scratch in enumerate(self._ts_scratches):  # keep TorchServe's logs with the others
@@ -180,7 +181,7 @@ class BenchRun:
         from serving.bench.explain_bench import CASES
 
         saliency = next(c for c in CASES if c.method == "saliency")
-        for server in (self.lumen, self.lumen_active):
+        for server in (self.lumen, self.lumen_passive):
             assert server is not None
             client = LumenExplainClient(server.grpc_target, self.model, self.workload)
             try:
@@ -190,7 +191,7 @@ class BenchRun:
 
     # ---- throughput ---------------------------------------------------------------------
     def _contenders(self) -> dict[str, Any]:
-        assert self.lumen is not None and self.lumen_active is not None
+        assert self.lumen is not None and self.lumen_passive is not None
         w, m = self.workload, self.model
         contenders: dict[str, Any] = {
             "lumenserve_grpc_bytes": LumenGrpc("lumenserve_grpc_bytes", self.lumen.grpc_target, m, w, "bytes"),
@@ -208,22 +209,24 @@ class BenchRun:
 
     async def throughput(self) -> None:
         plan = self.plan
-        assert self.lumen_active is not None
+        assert self.lumen_passive is not None
         contenders = self._contenders()
-        active = LumenGrpc("lumenserve_omp_active", self.lumen_active.grpc_target, self.model, self.workload, "bytes")
+        passive = LumenGrpc(
+            "lumenserve_omp_passive", self.lumen_passive.grpc_target, self.model, self.workload, "bytes"
+        )
         try:
             self.result["sample_answers"] = {
-                name: await c.check() for name, c in [*contenders.items(), ("omp_active", active)]
+                name: await c.check() for name, c in [*contenders.items(), ("omp_passive", passive)]
             }
         except BaseException:
-            for c in [*contenders.values(), active]:
+            for c in [*contenders.values(), passive]:
                 await c.close()
             raise
         ceiling = Ceiling(self.bundle, self.workload)
         raw: dict[str, dict[int, list[LoadResult]]] = {name: {c: [] for c in plan.concurrencies} for name in contenders}
         omp: dict[str, dict[int, list[LoadResult]]] = {
+            "default": {c: [] for c in plan.omp_concurrencies},
             "PASSIVE": {c: [] for c in plan.omp_concurrencies},
-            "ACTIVE": {c: [] for c in plan.omp_concurrencies},
         }
         ceiling_runs: dict[str, dict[int, list[dict[str, Any]]]] = {
             mode: {b: [] for b in plan.batch_sizes} for mode in ("bytes", "tensor")
@@ -241,13 +244,13 @@ class BenchRun:
                             await closed_loop(contenders[name].send, conc, plan.point_s, plan.warmup_s)
                         )
                     if conc in plan.omp_concurrencies:
-                        pair = [("PASSIVE", contenders["lumenserve_grpc_bytes"]), ("ACTIVE", active)]
+                        pair = [("default", contenders["lumenserve_grpc_bytes"]), ("PASSIVE", passive)]
                         for policy, c in pair if r % 2 == 0 else pair[::-1]:
                             omp[policy][conc].append(await closed_loop(c.send, conc, plan.point_s, plan.warmup_s))
                     self.log(f"[bench] round {r + 1}/{plan.rounds} concurrency {conc}: " + ", ".join(
                         f"{n}={raw[n][conc][-1].requests_per_s:.0f}/s" for n in contenders))  # fmt: skip
         finally:
-            for c in [*contenders.values(), active]:
+            for c in [*contenders.values(), passive]:
                 await c.close()
             ceiling.close()
         self.result["ceiling"] = _ceiling_summary(ceiling_runs)

@@ -235,7 +235,9 @@ class TorchServeModel:
     def _explanation_body(self, result: Any, item: Any, request: ItemRequest) -> dict[str, Any]:
         pngs = {name: base64.b64encode(data).decode("ascii") for name, data in item.pngs.items()}
         main = "overlay_png" if "overlay_png" in pngs else "token_png"
-        faithfulness: dict[str, float] = {"deletion_auc": item.deletion_auc}
+        faithfulness: dict[str, float] = {}
+        if item.deletion_auc is not None:
+            faithfulness["deletion_auc"] = item.deletion_auc
         if item.infidelity is not None:
             faithfulness["infidelity"] = item.infidelity
         if item.convergence_delta is not None:
