@@ -275,6 +275,7 @@ class BundleExplainer:
         probs = logits.softmax(dim=-1)  # (batch, classes)
         delta = explanation.convergence_delta
         items = []
+        draw = render_p.render_png
         for i in range(len(attributions)):
             pngs: dict[str, bytes] = {}
             html: str | None = None
@@ -285,12 +286,13 @@ class BundleExplainer:
                 tokens = self.tokenizer.convert_ids_to_tokens(batch.input_ids[i, :n].tolist())
                 attr_i = attr_i[:n]  # (real tokens,)
                 html = render.token_html(tokens, attr_i)
-                pngs["token_png"] = render.token_png(tokens, attr_i)
-                if "attention" in explanation.extras:
+                if draw:
+                    pngs["token_png"] = render.token_png(tokens, attr_i)
+                if draw and "attention" in explanation.extras:
                     attn = explanation.extras["attention"][i, :, :, :n, :n].numpy()  # (L, H, n, n)
                     pngs["attention_grid_png"] = render.attention_grid_png(attn)
                     pngs["rollout_png"] = render.rollout_png(explanation.extras["rollout"][i, :n, :n].numpy(), tokens)
-            else:
+            elif draw:
                 assert self.image_pre is not None
                 photo = (
                     images[i]

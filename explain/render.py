@@ -41,6 +41,9 @@ class RenderParams(MethodParams):
     alpha: float = Field(default=0.6, ge=0.0, le=1.0, description="heatmap opacity where the score is 1")
     normalization: Literal["abs", "positive"] = Field(default="abs", description="how signed scores become heat")
     percentile: float = Field(default=99.0, gt=0.0, le=100.0, description="score percentile mapped to full heat")
+    render_png: bool = Field(
+        default=True, description="draw the PNG views (false: attributions and scores only, no rendering cost)"
+    )
 
     @field_validator("colormap")
     @classmethod

@@ -146,9 +146,17 @@ class ExplainBackend:
         targets: list[int] | None,
     ) -> InferenceResponse:
         explainer = self.explainer_for(model)
+        params = parsed.params
+        if request.outputs and "render_png" not in params and not {o.name for o in request.outputs} & set(PNG_OUTPUTS):
+            params = {**params, "render_png": False}  # no PNG asked for: none is drawn
+        draw = params.get("render_png", True) not in (False, "false", "False", 0)
         try:
             result = explainer.explain(
-                feed, method=parsed.method, targets=targets, params=parsed.params, images=_originals(model, request)
+                feed,
+                method=parsed.method,
+                targets=targets,
+                params=params,
+                images=_originals(model, request) if draw else None,
             )
         except ExplainParameterError as exc:
             raise InvalidInput(str(exc)) from None

@@ -159,6 +159,27 @@ def test_http_tensor_input_gives_pngs_of_the_input_size_and_cache_hits(server: S
     )
 
 
+def test_lean_explain_skips_scores_and_pngs_on_request(server: ServerProcess) -> None:
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    tensor = {"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": x.reshape(-1).tolist()}
+    params = {"method": "saliency", "deletion_steps": 0, "infidelity": False, "render_png": False}
+    lean = json_explain(server, "tiny-image", {"parameters": params, "inputs": [tensor]})
+    assert lean.status_code == 200, lean.text
+    names = set(outputs_of(lean.json()))
+    assert {"attributions", "predicted", "target", "logits"} <= names
+    assert not names & {"overlay_png", "deletion_auc", "infidelity"}, names
+    assert json.loads(lean.json()["parameters"]["explain_parameters"])["render_png"] is False
+    # asking only for outputs that are no PNG draws none; asking for a PNG that was switched off is a 400
+    picked = json_explain(server, "tiny-image", {"parameters": {"method": "saliency"}, "inputs": [tensor],
+                                                 "outputs": [{"name": "attributions"}, {"name": "deletion_auc"}]})  # fmt: skip
+    assert picked.status_code == 200, picked.text
+    assert [o["name"] for o in picked.json()["outputs"]] == ["attributions", "deletion_auc"]
+    assert json.loads(picked.json()["parameters"]["explain_parameters"])["render_png"] is False
+    refused = json_explain(server, "tiny-image", {"parameters": params, "inputs": [tensor],
+                                                  "outputs": [{"name": "overlay_png"}]})  # fmt: skip
+    assert refused.status_code == 400 and "overlay_png" in refused.json()["error"], refused.text
+
+
 def test_http_text_explain_attention_views(server: ServerProcess) -> None:
     doc = {
         "parameters": {"method": "attention"},

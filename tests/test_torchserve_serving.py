@@ -339,6 +339,14 @@ def test_image_explanations_return_pngs_and_scores(http: httpx.Client) -> None:
     assert "convergence_delta" in scores and "infidelity" in scores
     assert "attributions" not in body  # a picture and scores, not a raw array
     assert len(response.content) < 100_000
+    lean = http.post(f"/explanations/{IMAGE_MODEL}", files={"data": png},
+                     data={"method": "saliency", "render_png": "false", "deletion_steps": "0", "infidelity": "false"})  # fmt: skip
+    assert lean.status_code == 200, lean.text
+    lean_body = lean.json()
+    assert lean_body["png"] is None and lean_body["faithfulness"] == {}
+    raw = lean_body["attributions"]
+    values = np.frombuffer(base64.b64decode(raw["base64"]), dtype="<f4").reshape(raw["shape"])
+    assert raw["shape"] == [3, 32, 32] and np.isfinite(values).all() and np.abs(values).sum() > 0
 
     # rows of one TorchServe batch keep their own method and target
     def send(fields: dict[str, str]) -> httpx.Response:

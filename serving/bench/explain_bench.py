@@ -5,7 +5,8 @@ same work: decode + preprocess, predict, attribute the predicted class.
 
 - in-process: the bundle's eager model (``build_eager_model``) and plain Captum calls;
 - lumenserve: ``lumenserve.explain.ExplainService/ModelExplain`` with the raw JPEG; ``lean``
-  turns the faithfulness scores off (``infidelity`` off, ``deletion_steps`` 0), ``default``
+  turns scores and rendering off (``infidelity`` off, ``deletion_steps`` 0, ``render_png``
+  off: the attributions only, what bare Captum returns), ``default``
   is what a request without them gets (scores, overlay PNG). Each call uses a photo not yet
   explained with those parameters, so the server's explain cache never answers;
 - TorchServe: our handler's ``/explanations`` (same parameters, lean), and for IG at
@@ -41,7 +42,7 @@ CASES = (
     MethodCase("grad_cam", "grad_cam", {}),
     MethodCase("saliency", "saliency", {}),
 )
-LEAN = {"infidelity": False, "deletion_steps": 0}
+LEAN = {"infidelity": False, "deletion_steps": 0, "render_png": False}
 
 
 class InProcessCaptum:

@@ -257,6 +257,13 @@ class TorchServeModel:
         if item.tokens is not None:
             body["tokens"] = item.tokens
             body["html"] = item.token_html
+        if not pngs:  # render_png false: the raw attributions instead, as little-endian float32
+            attributions = np.ascontiguousarray(item.attributions, dtype="<f4")
+            body["attributions"] = {
+                "dtype": "float32",
+                "shape": list(attributions.shape),
+                "base64": base64.b64encode(attributions.tobytes()).decode("ascii"),
+            }
         return body
 
 
