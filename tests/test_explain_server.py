@@ -170,8 +170,10 @@ def test_lean_explain_skips_scores_and_pngs_on_request(server: ServerProcess) ->
     assert not names & {"overlay_png", "deletion_auc", "infidelity"}, names
     assert json.loads(lean.json()["parameters"]["explain_parameters"])["render_png"] is False
     # asking only for outputs that are no PNG draws none; asking for a PNG that was switched off is a 400
-    picked = json_explain(server, "tiny-image", {"parameters": {"method": "saliency"}, "inputs": [tensor],
-                                                 "outputs": [{"name": "attributions"}, {"name": "deletion_auc"}]})  # fmt: skip
+    wanted = [{"name": "attributions"}, {"name": "deletion_auc"}]
+    picked = json_explain(
+        server, "tiny-image", {"parameters": {"method": "saliency"}, "inputs": [tensor], "outputs": wanted}
+    )
     assert picked.status_code == 200, picked.text
     assert [o["name"] for o in picked.json()["outputs"]] == ["attributions", "deletion_auc"]
     assert json.loads(picked.json()["parameters"]["explain_parameters"])["render_png"] is False

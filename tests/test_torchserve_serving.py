@@ -339,8 +339,8 @@ def test_image_explanations_return_pngs_and_scores(http: httpx.Client) -> None:
     assert "convergence_delta" in scores and "infidelity" in scores
     assert "attributions" not in body  # a picture and scores, not a raw array
     assert len(response.content) < 100_000
-    lean = http.post(f"/explanations/{IMAGE_MODEL}", files={"data": png},
-                     data={"method": "saliency", "render_png": "false", "deletion_steps": "0", "infidelity": "false"})  # fmt: skip
+    fields = {"method": "saliency", "render_png": "false", "deletion_steps": "0", "infidelity": "false"}
+    lean = http.post(f"/explanations/{IMAGE_MODEL}", files={"data": png}, data=fields)
     assert lean.status_code == 200, lean.text
     lean_body = lean.json()
     assert lean_body["png"] is None and lean_body["faithfulness"] == {}
