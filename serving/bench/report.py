@@ -194,7 +194,8 @@ def _explain_table(result: dict[str, Any]) -> list[str]:
     lines = ["", "## Explanations (median seconds, one JPEG in, predicted class)", "",
              f"`lumenserve lean` sends {ex.get('lean_params')} (no scores, no PNG: the "
              "attributions and the prediction, what bare Captum gives); `lumenserve default` computes "
-             "deletion AUC and infidelity and renders the overlay. TorchServe's built-in handler runs IG with n_steps fixed at 15 and target 0.", "",
+             "deletion AUC and infidelity and renders the overlay. TorchServe's built-in handler runs IG "
+             "with n_steps fixed at 15 and target 0.", "",
              "| method | params | Captum in-process | lumenserve lean | lumenserve default | TorchServe (our handler) "
              "| TorchServe built-in | lean / Captum | lean / TorchServe |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
