@@ -8,6 +8,11 @@ view of exactly its own rows (with padded dimensions cut back to its own length)
 
 - The queue is bounded: beyond ``max_queue_size`` waiting requests, ``submit`` raises
   Unavailable at once.
+- The wait is bounded too (CoDel's idea, Nichols & Jacobson 2012): when every request the
+  model started during the last ``WAIT_WINDOW_S`` had waited longer than ``max_queue_wait``
+  since its admission, a standing queue has formed and new arrivals are refused at once
+  until a request gets through faster again. A burst is absorbed; a sustained overload
+  is refused in milliseconds instead of answered seconds late.
 - A request whose deadline passes while queued is answered DeadlineExceeded by a timer and
   never reaches the model; a cancelled caller's request leaves the queue.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +34,8 @@ from serving.errors import DeadlineExceeded, InternalError, InvalidInput, Unavai
 from serving.metrics import ModelMetrics
 
 log = logging.getLogger("lumenserve.serving")
+WAIT_WINDOW_S = 0.1
+"""The window over which the smallest admission-to-model wait is judged (CoDel's interval)."""
 
 Feed = dict[str, np.ndarray]
 PredictFn = Callable[[Feed], dict[str, np.ndarray]]
@@ -40,6 +48,7 @@ class _Pending:
     future: asyncio.Future[Feed]
     enqueued: float
     deadline: float
+    admitted: float
     timer: asyncio.TimerHandle | None = None
     taken: bool = False
 
@@ -49,6 +58,8 @@ class BatchPolicy:
     max_batch_size: int
     max_queue_delay: float
     max_queue_size: int
+    max_queue_wait: float = 0.0
+    """Seconds from admission to the model beyond which a standing queue refuses arrivals (0: off)."""
     pad_values: Mapping[str, int | float] = field(default_factory=dict)
     """Fill value per input when rows of different lengths are stacked (default 0)."""
     dynamic_output_dims: Mapping[str, Sequence[int]] = field(default_factory=dict)
@@ -68,23 +79,37 @@ class Batcher:
         self._closed = False
         self._admitted = 0
         """Requests admitted on arrival and still being decoded (not yet in the queue)."""
+        self._standing = False
+        """A standing queue: every request started in the last window waited over max_queue_wait."""
+        self._window_min = math.inf
+        self._window_end = 0.0
 
     @property
     def depth(self) -> int:
         return len(self._queue)
 
-    def admit(self) -> None:
-        """Count a request against ``max_queue_size`` on arrival, before any decoding work.
+    def admit(self) -> float:
+        """Count a request against ``max_queue_size`` on arrival, before any decoding work;
+        returns the admission time to hand to :meth:`submit`.
 
         Under overload, surplus requests are refused at once (a few ms) instead of first
         waiting for the preprocessing pool. Pair with :meth:`release` before :meth:`submit`.
         """
         if self._closed:
             raise Unavailable("model is unloading")
-        if len(self._queue) + self._admitted >= self.policy.max_queue_size:
+        waiting = len(self._queue) + self._admitted
+        if waiting >= self.policy.max_queue_size:
             self.metrics.rejected("queue_full")
             raise Unavailable(f"queue full ({self.policy.max_queue_size} requests waiting); retry later")
+        if self._standing:
+            if waiting == 0:  # the queue emptied: whatever stood there is gone
+                self._standing = False
+            else:
+                self.metrics.rejected("queue_full")
+                wait_ms = self.policy.max_queue_wait * 1000
+                raise Unavailable(f"queue full (requests wait over {wait_ms:.0f} ms to reach the model); retry later")
         self._admitted += 1
+        return time.monotonic()
 
     def release(self) -> None:
         """The admitted request is decoded (or failed): it no longer holds a queue place."""
@@ -102,8 +127,9 @@ class Batcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def submit(self, feed: Feed, rows: int, deadline: float) -> Feed:
-        """Queue ``rows`` rows and wait for this caller's outputs (views of the batch outputs)."""
+    async def submit(self, feed: Feed, rows: int, deadline: float, admitted: float | None = None) -> Feed:
+        """Queue ``rows`` rows and wait for this caller's outputs (views of the batch outputs);
+        ``admitted``: the time :meth:`admit` returned (default: now)."""
         policy = self.policy
         if self._closed:
             raise Unavailable("model is unloading")
@@ -117,7 +143,7 @@ class Batcher:
         if deadline <= now:
             self.metrics.rejected("deadline")
             raise DeadlineExceeded("deadline passed before the request was queued")
-        item = _Pending(feed, rows, loop.create_future(), now, deadline)
+        item = _Pending(feed, rows, loop.create_future(), now, deadline, now if admitted is None else admitted)
         item.timer = loop.call_at(deadline, self._expire, item)  # loop.time() is time.monotonic()
         self._queue.append(item)
         self._queued_rows += rows
@@ -192,7 +218,13 @@ class Batcher:
             item.taken = True
             rows += item.rows
             self.metrics.queue_seconds.observe(now - item.enqueued)
+            self._window_min = min(self._window_min, now - item.admitted)
             batch.append(item)
+        if now >= self._window_end and self._window_min < math.inf:
+            wait_limit = self.policy.max_queue_wait
+            self._standing = wait_limit > 0 and self._window_min > wait_limit
+            self._window_min = math.inf
+            self._window_end = now + WAIT_WINDOW_S
         self.metrics.queue_depth.set(len(self._queue))
         return batch
 

@@ -118,7 +118,7 @@ class DataPlane:
         try:
             deadline = self._deadline(request)
             assert model.batcher is not None
-            model.batcher.admit()  # refuse overload before decoding anything
+            admitted = model.batcher.admit()  # refuse overload before decoding anything
             try:
                 if model.needs_preprocessing(request.inputs):
                     loop = asyncio.get_running_loop()
@@ -127,7 +127,7 @@ class DataPlane:
                     feed, rows = model.prepare(request.inputs)
             finally:
                 model.batcher.release()
-            outputs = await model.batcher.submit(feed, rows, deadline)
+            outputs = await model.batcher.submit(feed, rows, deadline, admitted)
             tensors = model.postprocess(outputs, request.outputs)
             return InferenceResponse(model.name, model.version, request.id, tensors)
         except ServingError as exc:

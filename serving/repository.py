@@ -157,6 +157,7 @@ class ModelRepository:
             max_batch_size=self.settings.max_batch_size,
             max_queue_delay=self.settings.max_queue_delay,
             max_queue_size=self.settings.max_queue_size,
+            max_queue_wait=self.settings.max_queue_wait,
             pad_values={"input_ids": model.text_codec.pad_id} if model.text_codec else {},
             dynamic_output_dims={
                 spec.name: [i for i, d in enumerate(spec.shape) if d == -1 and i > 0] for spec in model.manifest.outputs

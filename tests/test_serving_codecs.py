@@ -223,3 +223,39 @@ def test_batch_over_the_maximum_is_invalid() -> None:
             await batcher.submit(big, 9, time.monotonic() + 1)
 
     asyncio.run(scenario())
+
+
+def test_batcher_refuses_arrivals_while_a_standing_queue_waits_too_long() -> None:
+    async def scenario() -> None:
+        started, release = threading.Event(), threading.Event()
+        batcher = _row_model([], (started, release))
+        batcher.policy.max_queue_size = 100
+        batcher.policy.max_queue_wait = 0.05
+        batcher.start()
+        one = {"input_ids": np.ones((1, 3), np.int64), "attention_mask": np.ones((1, 3), np.int64)}
+        far = time.monotonic() + 10
+
+        def admitted() -> float:  # what the data plane does: admit, decode (nothing here), release
+            at = batcher.admit()
+            batcher.release()
+            return at
+
+        first = asyncio.ensure_future(batcher.submit(one, 1, far, admitted()))
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        # two requests admitted a second ago (their decoding took that long) queue behind it: a
+        # burst is absorbed, nothing has been measured against the limit yet
+        late = [asyncio.ensure_future(batcher.submit(one, 1, far, admitted() - 1.0)) for _ in range(2)]
+        decoding = batcher.admit()  # one more arrives and is still being decoded
+        await asyncio.sleep(0.12)  # past the first window
+        release.set()
+        await asyncio.gather(first, *late)  # the model started them 1 s after admission: standing queue
+        with pytest.raises(Unavailable, match="wait over 50 ms"):
+            batcher.admit()
+        del decoding
+        batcher.release()  # the decoded one leaves (answered or failed): nothing waits any more
+        fresh = asyncio.ensure_future(batcher.submit(one, 1, far, admitted()))  # welcome again
+        await fresh
+        await batcher.stop()
+
+    asyncio.run(scenario())
