@@ -94,6 +94,9 @@ class RateResult:
 
     offered_per_s: float
     goodput_per_s: float
+    steady_goodput_per_s: float
+    """Answers completed in the second half of the window, per second: the saturated steady
+    state, without the first seconds in which the server's queue fills."""
     ok: int
     rejected: int
     failed: int
@@ -124,6 +127,7 @@ async def fixed_rate(
     start = time.perf_counter()
     end = start + duration_s
     ok: list[float] = []
+    ok_done: list[float] = []
     rejected: list[float] = []
     failures: list[str] = []
 
@@ -137,8 +141,10 @@ async def fixed_rate(
             else:
                 failures.append(f"{type(exc).__name__}: {exc}"[:300])
             return
-        if time.perf_counter() <= end:
-            ok.append(time.perf_counter() - sent)
+        done = time.perf_counter()
+        if done <= end:
+            ok.append(done - sent)
+            ok_done.append(done)
 
     tasks: list[asyncio.Task[None]] = []
     i = 0
@@ -158,6 +164,7 @@ async def fixed_rate(
     return RateResult(
         offered_per_s=i / duration_s,
         goodput_per_s=len(ok) / duration_s,
+        steady_goodput_per_s=sum(1 for t in ok_done if t >= start + duration_s / 2) / (duration_s / 2),
         ok=len(ok),
         rejected=len(rejected),
         failed=len(failures),

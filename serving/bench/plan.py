@@ -18,7 +18,7 @@ class BenchPlan:
     """Ceiling batch sweep."""
     omp_concurrencies: tuple[int, ...] = (1, 8)
     """Concurrencies at which a second server with OMP_WAIT_POLICY=PASSIVE is also measured."""
-    explain_reps: int = 3
+    explain_reps: int = 5
     overload_s: float = 10.0
     cold_start_extra: int = 2
     """Extra lumenserve starts just for cold-start timing (beyond the servers under test)."""

@@ -306,6 +306,7 @@ class BenchRun:
         self.result["overload"] = summary | {
             "peak_requests_per_s": peak,
             "goodput_fraction_of_peak": result.goodput_per_s / peak,
+            "steady_goodput_fraction_of_peak": result.steady_goodput_per_s / peak,
             "rss_before_bytes": rss[0],
             "rss_peak_bytes": max(rss),
             "server_alive_after": server.alive(),
