@@ -1,7 +1,8 @@
 """Per-model dynamic batcher.
 
 Requests queue as row blocks (a feed of arrays with ``rows`` leading rows). One loop per
-model takes, whenever the model is free, everything queued up to ``max_batch_size`` rows
+model takes, whenever the model has a free slot (``parallel`` batches may run at once:
+concurrent calls on one ONNX Runtime session), everything queued up to ``max_batch_size`` rows
 (optionally after waiting ``max_queue_delay`` for more), stacks it (padding inputs of
 different lengths), runs the model in the model's compute thread and hands each caller a
 view of exactly its own rows (with padded dimensions cut back to its own length).
@@ -67,8 +68,13 @@ class BatchPolicy:
 
 
 class Batcher:
-    def __init__(self, predict: PredictFn, policy: BatchPolicy, metrics: ModelMetrics, executor: Executor) -> None:
+    def __init__(
+        self, predict: PredictFn, policy: BatchPolicy, metrics: ModelMetrics, executor: Executor, *, parallel: int = 1
+    ) -> None:
         self.predict = predict
+        self.parallel = parallel
+        self._slots = asyncio.Semaphore(parallel)
+        self._running: set[asyncio.Task[None]] = set()
         self.policy = policy
         self.metrics = metrics
         self.executor = executor
@@ -126,6 +132,7 @@ class Batcher:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*self._running, return_exceptions=True)  # batches already running finish
 
     async def submit(self, feed: Feed, rows: int, deadline: float, admitted: float | None = None) -> Feed:
         """Queue ``rows`` rows and wait for this caller's outputs (views of the batch outputs);
@@ -181,10 +188,25 @@ class Batcher:
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            await self._maybe_wait_for_more()
-            batch = self._take()
-            if batch:
-                await self._run(batch)
+            await self._slots.acquire()  # a batch forms only when the model can run it
+            try:
+                await self._maybe_wait_for_more()
+                batch = self._take()
+            except BaseException:
+                self._slots.release()
+                raise
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._run_in_slot(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run_in_slot(self, batch: list[_Pending]) -> None:
+        try:
+            await self._run(batch)
+        finally:
+            self._slots.release()
 
     async def _maybe_wait_for_more(self) -> None:
         delay = self.policy.max_queue_delay

@@ -151,7 +151,8 @@ class ModelRepository:
             self.states[key] = VersionState(name, version, "UNAVAILABLE", reason)
             raise BundleError(reason) from exc
         labels = self.metrics.for_model(name, version)
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"compute-{name}-{version}")
+        parallel = model.runtime.parallel
+        executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix=f"compute-{name}-{version}")
         model.executor = executor
         policy = BatchPolicy(
             max_batch_size=self.settings.max_batch_size,
@@ -163,7 +164,7 @@ class ModelRepository:
                 spec.name: [i for i, d in enumerate(spec.shape) if d == -1 and i > 0] for spec in model.manifest.outputs
             },
         )
-        model.batcher = Batcher(model.runtime.predict, policy, labels, executor)
+        model.batcher = Batcher(model.runtime.predict, policy, labels, executor, parallel=parallel)
         model.batcher.start()
         model.load_seconds = time.perf_counter() - start
         model.ready = True

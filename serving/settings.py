@@ -43,7 +43,14 @@ class ServingSettings(BaseSettings):
     model_runtimes: dict[str, RuntimeName] = {}
     """Per-model runtime override, e.g. {"tiny-text": "torchscript"}."""
     intra_op_threads: int = Field(default=0, ge=0)
-    """ONNX Runtime / torch intra-op threads per model (0: one per physical core)."""
+    """ONNX Runtime / torch intra-op threads per model call. 0: for ONNX on CPU, a call that
+    runs alone uses every core and calls that overlap use cores / ``model_instances`` each
+    (two sessions); otherwise one per physical core."""
+    model_instances: int = Field(default=0, ge=0, le=64)
+    """Batches one ONNX model runs at once on CPU: concurrent calls on one session (weights
+    shared, Triton's instance count). 0: auto, min(cores, 4) on CPU; always 1 on a GPU and
+    for TorchScript. On 2 cores, 2 calls x 1 thread gave 300 img/s against 278 for 1 call x 2
+    threads, and no thread waits on a preempted sibling at every operator."""
     inter_op_threads: int = Field(default=1, ge=1)
     """ONNX Runtime inter-op threads per model."""
     omp_wait_policy: Literal["PASSIVE", "ACTIVE", ""] = ""

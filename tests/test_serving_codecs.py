@@ -259,3 +259,41 @@ def test_batcher_refuses_arrivals_while_a_standing_queue_waits_too_long() -> Non
         await batcher.stop()
 
     asyncio.run(scenario())
+
+
+def test_batcher_runs_parallel_batches_on_free_slots() -> None:
+    barrier = threading.Barrier(2, timeout=5)  # passes only when two model calls run at once
+    rows_seen: list[int] = []
+
+    def predict(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows_seen.append(len(feed["x"]))
+        barrier.wait()
+        return {"y": feed["x"] * 2}
+
+    async def scenario() -> None:
+        policy = BatchPolicy(max_batch_size=8, max_queue_delay=0.0, max_queue_size=10)
+        batcher = Batcher(predict, policy, ServingMetrics().for_model("m", "1"), ThreadPoolExecutor(2), parallel=2)
+        batcher.start()
+        far = time.monotonic() + 10
+        feeds = [{"x": np.full((1, 2), i, np.float32)} for i in range(2)]
+        first = asyncio.ensure_future(batcher.submit(feeds[0], 1, far))
+        await asyncio.sleep(0.05)  # the first batch holds one slot, waiting at the barrier
+        second = await batcher.submit(feeds[1], 1, far)  # runs in the other slot, releasing both
+        assert (await first)["y"][0, 0] == 0 and second["y"][0, 0] == 2
+        assert rows_seen == [1, 1]
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_available_cores_honours_a_container_cpu_quota(tmp_path: Path) -> None:
+    from serving.runtimes import available_cores
+
+    unlimited = available_cores(tmp_path / "absent")
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("max 100000\n")
+    assert available_cores(cpu_max) == unlimited
+    cpu_max.write_text("50000 100000\n")  # half a CPU: still one thread
+    assert available_cores(cpu_max) == 1
+    cpu_max.write_text(f"{100000 * (unlimited + 8)} 100000\n")  # a quota above the mask: the mask
+    assert available_cores(cpu_max) == unlimited

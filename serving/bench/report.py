@@ -149,13 +149,16 @@ def render_markdown(result: dict[str, Any], command: str) -> str:
 def _throughput_tables(result: dict[str, Any]) -> list[str]:
     ceiling = result.get("ceiling") or {}
     lines = ["", "## In-process ceiling (ONNX Runtime, the server's own codec and runtime classes)", "",
-             "| input | batch | images/s | p50 per batch (ms) | p99 (ms) |", "|---|---|---|---|---|"]  # fmt: skip
+             "| input | set-up | callers | batch | images/s | p50 per batch (ms) | p99 (ms) |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for mode, rows in (ceiling.get("sweep") or {}).items():
         for r in rows:
-            lines.append(f"| {mode} | {r['batch_size']} | {_f(r['images_per_s'])} | {_f(r['p50_ms'], 2)} | "
-                         f"{_f(r['p99_ms'], 2)} |")  # fmt: skip
+            lines.append(f"| {mode} | {r.get('setup', 'single')} | {r.get('callers', 1)} | {r['batch_size']} | "
+                         f"{_f(r['images_per_s'])} | {_f(r['p50_ms'], 2)} | {_f(r['p99_ms'], 2)} |")  # fmt: skip
     lines += ["", "`bytes`: JPEG decode + resize/crop/normalise + model + top-5; `tensor`: model + top-5 on "
-              "a preprocessed FP32 tensor.", "",
+              "a preprocessed FP32 tensor. `single`: one caller, ONNX Runtime's default threads; `parallel`: "
+              "the server's set-up (`model_instances` callers on one session, `intra_op_threads` each). "
+              "The best row of each input kind is its ceiling.", "",
               "## Served throughput and latency (closed-loop asyncio clients, top-5 answers)", "",
               "Ratios: against the best ceiling of the same input kind, and against the faster TorchServe "
               "handler at the same concurrency.", "",

@@ -36,6 +36,8 @@ from serving.bench.machine import describe_machine
 from serving.bench.photos import Workload, image_workload
 from serving.bench.plan import BenchPlan
 from serving.bench.servers import LumenProcess, TorchServeSetup, prepare_torchserve, start_lumenserve
+from serving.runtimes import onnx_parallelism
+from serving.settings import ServingSettings
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "train_throughput.py"
 
@@ -222,20 +224,25 @@ class BenchRun:
             for c in [*contenders.values(), passive]:
                 await c.close()
             raise
-        ceiling = Ceiling(self.bundle, self.workload)
+        parallel, intra = onnx_parallelism(ServingSettings(), "cpu")  # what the server under test uses
+        ceilings = {"single": Ceiling(self.bundle, self.workload)}
+        if parallel > 1:
+            ceilings["parallel"] = Ceiling(self.bundle, self.workload, intra_threads=intra, callers=parallel)
         raw: dict[str, dict[int, list[LoadResult]]] = {name: {c: [] for c in plan.concurrencies} for name in contenders}
         omp: dict[str, dict[int, list[LoadResult]]] = {
             "default": {c: [] for c in plan.omp_concurrencies},
             "PASSIVE": {c: [] for c in plan.omp_concurrencies},
         }
-        ceiling_runs: dict[str, dict[int, list[dict[str, Any]]]] = {
-            mode: {b: [] for b in plan.batch_sizes} for mode in ("bytes", "tensor")
+        ceiling_runs: dict[str, dict[tuple[str, int], list[dict[str, Any]]]] = {
+            mode: {(setup, b): [] for setup in ceilings for b in plan.batch_sizes} for mode in ("bytes", "tensor")
         }
         try:
             for r in range(plan.rounds):
                 for mode in ("bytes", "tensor") if r % 2 == 0 else ("tensor", "bytes"):
-                    for b in plan.batch_sizes:
-                        ceiling_runs[mode][b].append(ceiling.measure(mode, b, plan.point_s))  # type: ignore[arg-type]
+                    for setup, ceiling in ceilings.items():
+                        for b in plan.batch_sizes:
+                            measured = ceiling.measure(mode, b, plan.point_s)  # type: ignore[arg-type]
+                            ceiling_runs[mode][(setup, b)].append(measured)
                 for ci, conc in enumerate(plan.concurrencies):
                     names = list(contenders)
                     shift = (r + ci) % len(names)
@@ -252,7 +259,8 @@ class BenchRun:
         finally:
             for c in [*contenders.values(), passive]:
                 await c.close()
-            ceiling.close()
+            for ceiling in ceilings.values():
+                ceiling.close()
         self.result["ceiling"] = _ceiling_summary(ceiling_runs)
         self.result["throughput"] = {name: _points(per) for name, per in raw.items()}
         self.result["omp_wait_policy"] = {policy: _points(per) for policy, per in omp.items()}
@@ -371,13 +379,15 @@ def _points(per_conc: dict[int, list[LoadResult]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _ceiling_summary(runs: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, Any]:
+def _ceiling_summary(runs: dict[str, dict[tuple[str, int], list[dict[str, Any]]]]) -> dict[str, Any]:
     out: dict[str, Any] = {"sweep": {}, "best": {}}
     for mode, per_batch in runs.items():
         rows = []
-        for b, measured in per_batch.items():
+        for (setup, b), measured in per_batch.items():
             if measured:
                 rows.append({
+                    "setup": setup,
+                    "callers": measured[0]["callers"],
                     "batch_size": b,
                     "images_per_s": statistics.median(m["images_per_s"] for m in measured),
                     "p50_ms": statistics.median(m["p50_ms"] for m in measured if m["p50_ms"] is not None),
@@ -387,7 +397,7 @@ def _ceiling_summary(runs: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[s
         if rows:
             out["best"][mode] = max(rows, key=lambda r: r["images_per_s"])
             out["batch1_p50_ms"] = out.get("batch1_p50_ms", {}) | {
-                mode: next((r["p50_ms"] for r in rows if r["batch_size"] == 1), None)
+                mode: next((r["p50_ms"] for r in rows if r["batch_size"] == 1 and r["setup"] == "single"), None)
             }
     return out
 

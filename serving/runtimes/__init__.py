@@ -7,7 +7,10 @@ model's compute thread, never on the event loop).
 
 from __future__ import annotations
 
+import math
+import os
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import numpy as np
 
@@ -19,10 +22,15 @@ class Runtime(ABC):
     kind: RuntimeName
     platform: str
     device: str
+    parallel: int = 1
+    """Calls of ``predict`` that may run at once (from different threads)."""
 
     @abstractmethod
     def predict(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Inputs by name (batch first) -> every model output by name (batch first)."""
+
+    def warm_spare(self, feed: dict[str, np.ndarray]) -> None:  # noqa: B027 - optional hook
+        """Run ``feed`` through any session a plain ``predict`` does not reach (blocking)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the session / module."""
@@ -62,6 +70,41 @@ def load_runtime(bundle: Bundle, settings: ServingSettings) -> Runtime:
         return TorchScriptRuntime(bundle, device=device, threads=settings.intra_op_threads)
     from serving.runtimes.onnx import OnnxRuntime
 
+    parallel, intra = onnx_parallelism(settings, device)
+    solo = available_cores() if parallel > 1 and not settings.intra_op_threads else None
     return OnnxRuntime(
-        bundle, device=device, intra_threads=settings.intra_op_threads, inter_threads=settings.inter_op_threads
+        bundle,
+        device=device,
+        intra_threads=intra,
+        inter_threads=settings.inter_op_threads,
+        parallel=parallel,
+        solo_threads=solo,
     )
+
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (a
+    container's ``cpu`` limit), which the affinity mask does not show."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))
+
+
+def onnx_parallelism(settings: ServingSettings, device: str) -> tuple[int, int]:
+    """(concurrent calls, intra-op threads per call) for an ONNX model on ``device``."""
+    if device.startswith("cuda"):
+        return 1, settings.intra_op_threads
+    cores = available_cores()
+    parallel = settings.model_instances or min(cores, 4)
+    return parallel, settings.intra_op_threads or max(1, cores // parallel)

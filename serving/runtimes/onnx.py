@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import numpy as np
 
 import lumenserve.env  # noqa: F401  (ORT_DISABLE_TELEMETRY before onnxruntime loads)
@@ -13,33 +16,74 @@ class OnnxRuntime(Runtime):
     kind = "onnx"
     platform = "onnxruntime_onnx"
 
-    def __init__(self, bundle: Bundle, *, device: str, intra_threads: int, inter_threads: int) -> None:
-        if device.startswith("cuda"):
-            import torch  # noqa: F401  (loads the CUDA/cuDNN libraries ORT's CUDA provider needs)
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_threads
-        options.inter_op_num_threads = inter_threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle ORT threads sleep instead of spinning: they would steal the CPU from the
-        # event loop, preprocessing and the other model's threads.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        providers: list[str | tuple[str, dict[str, str]]] = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise BundleError(
-                    f"device {device} asked for but this onnxruntime has no CUDA provider "
-                    "(install the gpu extra: onnxruntime-gpu)"
-                )
-            device_id = device.split(":")[1] if ":" in device else "0"
-            providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        device: str,
+        intra_threads: int,
+        inter_threads: int,
+        parallel: int = 1,
+        solo_threads: int | None = None,
+    ) -> None:
+        """``parallel``: how many ``predict`` calls may run at once on the session (ONNX
+        Runtime's ``run`` is thread-safe; the weights are shared), each with ``intra_threads``.
+        ``solo_threads``: a second session with that many threads serves a call that runs
+        alone (low load: one request finishes sooner on every core); overlapping calls use
+        the ``intra_threads`` session (high load: no thread waits on a preempted sibling)."""
+        self.parallel = parallel
         self.device = device
-        self.session = ort.InferenceSession(str(bundle.path("onnx")), sess_options=options, providers=providers)
+        path = str(bundle.path("onnx"))
+        self.session = _session(path, device, intra_threads, inter_threads)
+        self.solo = None
+        if solo_threads is not None and solo_threads != intra_threads and parallel > 1:
+            self.solo = _session(path, device, solo_threads, inter_threads)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self._running = 0
+        self._lock = threading.Lock()
 
     def predict(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = self.session.run(self.output_names, {name: feed[name] for name in self.input_names})
+        inputs = {name: feed[name] for name in self.input_names}
+        if self.solo is None:
+            results = self.session.run(self.output_names, inputs)
+        else:
+            with self._lock:
+                self._running += 1
+                alone = self._running == 1
+            try:
+                results = (self.solo if alone else self.session).run(self.output_names, inputs)
+            finally:
+                with self._lock:
+                    self._running -= 1
         return dict(zip(self.output_names, results, strict=True))
+
+    def warm_spare(self, feed: dict[str, np.ndarray]) -> None:
+        if self.solo is not None:  # predict alone always takes the solo session
+            for _ in range(2):
+                self.session.run(self.output_names, {name: feed[name] for name in self.input_names})
+
+
+def _session(path: str, device: str, intra_threads: int, inter_threads: int) -> Any:
+    if device.startswith("cuda"):
+        import torch  # noqa: F401  (loads the CUDA/cuDNN libraries ORT's CUDA provider needs)
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_threads
+    options.inter_op_num_threads = inter_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle ORT threads sleep instead of spinning: they would steal the CPU from the
+    # event loop, preprocessing and the other model's threads.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    providers: list[str | tuple[str, dict[str, str]]] = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise BundleError(
+                f"device {device} asked for but this onnxruntime has no CUDA provider "
+                "(install the gpu extra: onnxruntime-gpu)"
+            )
+        device_id = device.split(":")[1] if ":" in device else "0"
+        providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+    return ort.InferenceSession(path, sess_options=options, providers=providers)
