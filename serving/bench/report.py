@@ -55,6 +55,10 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             served = _best(tp.get(f"lumenserve_{transport}_{mode}"))
             ratio = served / ceiling if served and ceiling else None
             targets.append(_target(f"{transport.upper()} ({mode}) peak / in-process ceiling", ratio, goal))
+            single = _get(result, "ceiling", "best_single", mode, "images_per_s")
+            if single and single != ceiling:  # the one-caller loop alone, for comparison with older runs
+                ratio = served / single if served else None
+                targets.append(_target(f"{transport.upper()} ({mode}) peak / one-caller ceiling", ratio, goal))
     for transport in ("http", "grpc"):
         ratios, p50s = [], []
         for conc, point in (tp.get(f"lumenserve_{transport}_bytes") or {}).items():

@@ -380,7 +380,7 @@ def _points(per_conc: dict[int, list[LoadResult]]) -> dict[str, dict[str, Any]]:
 
 
 def _ceiling_summary(runs: dict[str, dict[tuple[str, int], list[dict[str, Any]]]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"sweep": {}, "best": {}}
+    out: dict[str, Any] = {"sweep": {}, "best": {}, "best_single": {}}
     for mode, per_batch in runs.items():
         rows = []
         for (setup, b), measured in per_batch.items():
@@ -396,6 +396,9 @@ def _ceiling_summary(runs: dict[str, dict[tuple[str, int], list[dict[str, Any]]]
         out["sweep"][mode] = rows
         if rows:
             out["best"][mode] = max(rows, key=lambda r: r["images_per_s"])
+            single = [r for r in rows if r["setup"] == "single"]
+            if single:
+                out["best_single"][mode] = max(single, key=lambda r: r["images_per_s"])
             out["batch1_p50_ms"] = out.get("batch1_p50_ms", {}) | {
                 mode: next((r["p50_ms"] for r in rows if r["batch_size"] == 1 and r["setup"] == "single"), None)
             }
