@@ -8,6 +8,7 @@ queue, and a request with a shorter deadline deterministically expires while que
 from __future__ import annotations
 
 import asyncio
+import socket
 import statistics
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import pytest
 from tests.hardening.grpc_load import cancel_after, flood, with_deadline
 from tests.hardening.metrics import scrape, value
 from tests.hardening.payloads import good_image_tensor
-from tests.hardening.wire import Call, grpc_calls, http_body, http_send, tensor_input
+from tests.hardening.wire import Call, grpc_calls, http_body, http_path, http_send, tensor_input
 from tests.test_serving_support import ServerProcess, spawn_pool
 
 QUEUE = 8
@@ -236,3 +237,23 @@ def test_cancelled_grpc_request_leaves_the_queue_and_is_counted(
     assert after["rows"] == before["rows"], "the cancelled request ran"
     # and the server still answers normally
     assert worker.submit(grpc_calls, server.grpc_url, [NORMAL]).result(60)[0].status == "OK"
+
+
+def test_http_client_that_hangs_up_leaves_the_queue_and_is_counted(server: ServerProcess, http: httpx.Client) -> None:
+    before = counters(http)
+    body, headers = http_body(NORMAL)
+    host, port = server.http_url.rsplit(":", 1)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = (f"POST {http_path(NORMAL)} HTTP/1.1\r\nHost: {server.http_url}\r\n{head}"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        time.sleep(0.15)  # queued: the batcher holds it for DELAY
+        assert value(scrape("", http), "lumenserve_queue_depth", **MODEL) == 1
+    time.sleep(0.2)  # the client is gone
+    assert value(scrape("", http), "lumenserve_queue_depth", **MODEL) == 0, "the abandoned request is still queued"
+    time.sleep(DELAY)
+    after = counters(http)
+    assert after["cancelled"] - before["cancelled"] == 1
+    assert after["rows"] == before["rows"], "the abandoned request ran"
+    assert http_send(http, NORMAL).status == "200"  # and the server still answers normally

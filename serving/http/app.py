@@ -7,6 +7,7 @@ Handlers only convert and make one data-plane call; errors leave through the one
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import zlib
 from collections.abc import Awaitable, Callable
@@ -142,10 +143,11 @@ class RestApi:
         body = await read_body(request, self.limit)
         params = request.path_params
         infer_request = to_request(body, request.headers.get(HEADER_LENGTH), params["model"], params.get("version", ""))
-        if explain:
-            response = await self.dataplane.explain(infer_request, "http")
-        else:
-            response = await self.dataplane.infer(infer_request, "http")
+        call = self.dataplane.explain if explain else self.dataplane.infer
+        try:
+            response = await unless_disconnected(request, call(infer_request, "http"))
+        except ClientGone:
+            return Response(status_code=499)  # nginx's "client closed request": nobody reads it
         content, header_length = from_response(response, infer_request)
         if header_length is None:
             return Response(content, media_type=JSON)
@@ -220,6 +222,34 @@ class CloseWhileDraining:
             await send(message)
 
         await self.app(scope, receive, send_closing)
+
+
+class ClientGone(Exception):
+    """The HTTP client closed its connection before its answer was ready."""
+
+
+async def unless_disconnected(request: Request, work: Awaitable[Any]) -> Any:
+    """Await a data-plane call; if the client hangs up first, cancel the call, as a gRPC
+    cancellation does: a queued request leaves the queue and never reaches the model, and it
+    is counted as ``reason="cancelled"``."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        raise ClientGone("client disconnected")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone (the body is already read, so ``receive`` waits)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def build_app(dataplane: DataPlane) -> CloseWhileDraining:
