@@ -180,8 +180,8 @@ class LumenServer:
 
     async def _end_http_when_idle(self, timeout: float) -> None:
         """Keep open keep-alive connections until every accepted request is answered (each
-        answer says ``Connection: close``; a request arriving on one meanwhile gets a clear 503
-        "server is draining"), then a short settle, then close them: closing an idle keep-alive
+        answer says ``Connection: close``; a request arriving on one meanwhile is still answered,
+        with the same header), then a short settle, then close them: closing an idle keep-alive
         connection at once races a request the client may be sending on it."""
         assert self._http is not None
         settle = min(HTTP_SETTLE_SECONDS, timeout / 4)

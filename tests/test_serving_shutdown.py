@@ -15,11 +15,11 @@ GRACE = 8.0
 # What a client may see from a request the server never accepted: its port already closed, a
 # gRPC call refused by the stopping server (UNAVAILABLE: never processed, safe to retry), or a
 # keep-alive HTTP connection closed before the request was read (geventhttpclient says
-# "HTTPConnectionClosed", http.client "RemoteDisconnected"), or a 503 "server is draining".
+# "HTTPConnectionClosed", http.client "RemoteDisconnected").
 # Whether an accepted request was lost is decided by the server's own accounting (the
 # "drained" line) below.
 NOT_ACCEPTED = ("connection refused", "failed to connect", "unavailable", "remotedisconnected",
-                "connection reset", "connectionreseterror", "connectionclosed", "draining")  # fmt: skip
+                "connection reset", "connectionreseterror", "connectionclosed")  # fmt: skip
 
 
 def test_sigterm_during_load_loses_no_accepted_request(model_repo: Path) -> None:
