@@ -31,10 +31,7 @@ from serving.settings import ServingSettings
 log = logging.getLogger("lumenserve.serving")
 HTTP_SETTLE_SECONDS = 0.5
 """After the last accepted request is answered: how long open HTTP keep-alive connections stay
-open (answering 503 + ``Connection: close``) before they are closed."""
-STREAM_SETTLE_SECONDS = 1.0
-"""After the last accepted request is answered: time for its reply to leave the socket, then
-the grace left to the long-lived streams (health Watch) before they are ended."""
+open (answering with ``Connection: close``) before they are closed."""
 
 
 def discover_explain_backend(settings: ServingSettings, metrics: ServingMetrics) -> ExplainBackend | None:
@@ -191,10 +188,10 @@ class LumenServer:
 
     async def _end_streams_when_idle(self, timeout: float) -> None:
         """Once every accepted request is answered, end the long-lived gRPC streams (health
-        ``Watch``): grpc's graceful stop would otherwise wait for them the whole grace period."""
+        ``Watch``, with status OK): grpc's graceful stop would otherwise wait for them the whole
+        grace period. Only those end; calls still sending their answers finish normally."""
         if self._grpc is not None and await self.dataplane.wait_idle(timeout):
-            await asyncio.sleep(STREAM_SETTLE_SECONDS)  # the last answers leave the socket
-            await self._grpc.stop(STREAM_SETTLE_SECONDS)  # a shorter grace shortens the running stop
+            self.health.servicer.end_watches()
 
     async def serve_forever(self, on_ready: Any = None) -> None:
         loop = asyncio.get_running_loop()

@@ -118,12 +118,35 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         return from_response(response)
 
 
+class EndableHealthServicer(HealthServicer):
+    """grpc's asyncio health servicer whose ``Watch`` streams can be ended (status OK) at
+    shutdown. They never end by themselves, so a graceful stop would wait its whole grace
+    period for them, or cut every call still answering along with them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ending = asyncio.Event()
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        watch = asyncio.ensure_future(super().Watch(request, context))
+        ending = asyncio.ensure_future(self._ending.wait())
+        try:
+            await asyncio.wait((watch, ending), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watch, ending):
+                task.cancel()
+            await asyncio.gather(watch, ending, return_exceptions=True)
+
+    def end_watches(self) -> None:
+        self._ending.set()
+
+
 class HealthTracker:
     """grpc.health.v1 statuses: "" for the server, one per model name; NOT_SERVING until warm and while draining."""
 
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
-        self.servicer = HealthServicer()
+        self.servicer = EndableHealthServicer()
         self.servicer._server_status[""] = health_pb2.HealthCheckResponse.NOT_SERVING
         # Liveness (k8s livenessProbe): SERVING while the process answers, even with models unready.
         self.servicer._server_status["inference.GRPCInferenceService"] = health_pb2.HealthCheckResponse.SERVING
