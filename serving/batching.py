@@ -1,8 +1,9 @@
 """Per-model dynamic batcher.
 
 Requests queue as row blocks (a feed of arrays with ``rows`` leading rows). One loop per
-model takes, whenever the model has a free slot (``parallel`` batches may run at once:
-concurrent calls on one ONNX Runtime session), everything queued up to ``max_batch_size`` rows
+model takes, whenever the model has a free slot (one compute thread per slot; several slots:
+concurrent calls on one ONNX Runtime session; the lowest free slot first, so a lone request
+always runs on the same warm thread), everything queued up to ``max_batch_size`` rows
 (optionally after waiting ``max_queue_delay`` for more), stacks it (padding inputs of
 different lengths), runs the model in the model's compute thread and hands each caller a
 view of exactly its own rows (with padded dimensions cut back to its own length).
@@ -21,6 +22,7 @@ view of exactly its own rows (with padded dimensions cut back to its own length)
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import math
 import time
@@ -69,15 +71,21 @@ class BatchPolicy:
 
 class Batcher:
     def __init__(
-        self, predict: PredictFn, policy: BatchPolicy, metrics: ModelMetrics, executor: Executor, *, parallel: int = 1
+        self,
+        predict: PredictFn,
+        policy: BatchPolicy,
+        metrics: ModelMetrics,
+        executors: Executor | Sequence[Executor],
     ) -> None:
+        """``executors``: one per slot (each should have a single thread)."""
         self.predict = predict
-        self.parallel = parallel
-        self._slots = asyncio.Semaphore(parallel)
+        self.executors = [executors] if isinstance(executors, Executor) else list(executors)
+        self.parallel = len(self.executors)
+        self._slots = asyncio.Semaphore(self.parallel)
+        self._free = list(range(self.parallel))  # a heap of free slot numbers
         self._running: set[asyncio.Task[None]] = set()
         self.policy = policy
         self.metrics = metrics
-        self.executor = executor
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._wakeup = asyncio.Event()
@@ -198,14 +206,16 @@ class Batcher:
             if not batch:
                 self._slots.release()
                 continue
-            task = asyncio.get_running_loop().create_task(self._run_in_slot(batch))
+            slot = heapq.heappop(self._free)
+            task = asyncio.get_running_loop().create_task(self._run_in_slot(batch, slot))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _run_in_slot(self, batch: list[_Pending]) -> None:
+    async def _run_in_slot(self, batch: list[_Pending], slot: int) -> None:
         try:
-            await self._run(batch)
+            await self._run(batch, self.executors[slot])
         finally:
+            heapq.heappush(self._free, slot)
             self._slots.release()
 
     async def _maybe_wait_for_more(self) -> None:
@@ -250,11 +260,11 @@ class Batcher:
         self.metrics.queue_depth.set(len(self._queue))
         return batch
 
-    async def _run(self, batch: list[_Pending]) -> None:
+    async def _run(self, batch: list[_Pending], executor: Executor) -> None:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         try:
-            results = await loop.run_in_executor(self.executor, self._compute, batch)
+            results = await loop.run_in_executor(executor, self._compute, batch)
         except Exception as exc:
             log.exception("model call failed for a batch of %d requests", len(batch))
             error = InternalError(f"model call failed: {exc!r}")

@@ -46,7 +46,8 @@ class LoadedModel:
         self.input_specs = {t.name: t for t in self.manifest.inputs}
         self.output_specs = {t.name: t for t in self.manifest.outputs}
         self.batcher: Batcher | None = None
-        self.executor: Executor | None = None
+        self.executors: list[Executor] = []
+        """The compute threads, one per batch that may run at once."""
         """The model's compute thread (one batch in flight per model version)."""
         self.ready = False
         self.load_seconds = 0.0

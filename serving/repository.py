@@ -151,9 +151,10 @@ class ModelRepository:
             self.states[key] = VersionState(name, version, "UNAVAILABLE", reason)
             raise BundleError(reason) from exc
         labels = self.metrics.for_model(name, version)
-        parallel = model.runtime.parallel
-        executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix=f"compute-{name}-{version}")
-        model.executor = executor
+        model.executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"compute-{name}-{version}-{slot}")
+            for slot in range(model.runtime.parallel)
+        ]
         policy = BatchPolicy(
             max_batch_size=self.settings.max_batch_size,
             max_queue_delay=self.settings.max_queue_delay,
@@ -164,7 +165,7 @@ class ModelRepository:
                 spec.name: [i for i, d in enumerate(spec.shape) if d == -1 and i > 0] for spec in model.manifest.outputs
             },
         )
-        model.batcher = Batcher(model.runtime.predict, policy, labels, executor, parallel=parallel)
+        model.batcher = Batcher(model.runtime.predict, policy, labels, model.executors)
         model.batcher.start()
         model.load_seconds = time.perf_counter() - start
         model.ready = True
@@ -196,8 +197,8 @@ class ModelRepository:
         if model.batcher is not None:
             await model.batcher.stop()
         key = (model.name, model.version)
-        if model.executor is not None:
-            model.executor.shutdown(wait=True)
+        for executor in model.executors:
+            executor.shutdown(wait=True)
         model.runtime.close()
         if not keep_state:
             self.states[key] = VersionState(model.name, model.version, "UNAVAILABLE", "unloaded")

@@ -272,7 +272,8 @@ def test_batcher_runs_parallel_batches_on_free_slots() -> None:
 
     async def scenario() -> None:
         policy = BatchPolicy(max_batch_size=8, max_queue_delay=0.0, max_queue_size=10)
-        batcher = Batcher(predict, policy, ServingMetrics().for_model("m", "1"), ThreadPoolExecutor(2), parallel=2)
+        executors = [ThreadPoolExecutor(1), ThreadPoolExecutor(1)]
+        batcher = Batcher(predict, policy, ServingMetrics().for_model("m", "1"), executors)
         batcher.start()
         far = time.monotonic() + 10
         feeds = [{"x": np.full((1, 2), i, np.float32)} for i in range(2)]
