@@ -34,6 +34,7 @@ import httpx
 from tqdm import tqdm
 
 import lumenserve.env  # noqa: F401  (scratch dirs, ORT_DISABLE_TELEMETRY)
+from lumenserve.children import die_with_parent
 from lumenserve.env import lumenserve_home
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -241,15 +242,6 @@ def stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
 
 
-def _die_with_parent() -> None:
-    """In the server child: get SIGTERM when the demo dies, even by SIGKILL (Linux only)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 def run_child(cmd: list[str], what: str) -> None:
     """Run a child with our terminal (its progress bars show); Ctrl-C stops it first."""
     child = subprocess.Popen(cmd, cwd=PROJECT_ROOT)
@@ -372,7 +364,7 @@ def serve(repo: Path, models: list[str], host: str, http_port: int, grpc_port: i
             stdout=log_fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the demo only; it stops the server gracefully
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent(),
         )
     try:
         with timings.measure("server start until every model is ready"):

@@ -24,6 +24,7 @@ import httpx
 import psutil
 
 from lumenserve.bundle import Bundle
+from lumenserve.children import die_with_parent
 from serving.torchserve.config import ModelEntry, Ports, read_config
 from serving.torchserve.launcher import TorchServe
 
@@ -90,7 +91,7 @@ def start_lumenserve(
            "--http-port", "0", "--grpc-port", "0", "--log-level", "warning", *extra_args]  # fmt: skip
     with log_path.open("wb") as log:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent())
     deadline = start + timeout_s
     while time.perf_counter() < deadline:
         match = READY.search(log_path.read_text(errors="replace"))
