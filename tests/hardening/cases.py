@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,15 @@ class Case:
     http_headers: dict[str, str] = field(default_factory=dict)
 
 
+GOOD_INPUT = In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)
+"""A valid image tensor: the cases that use it are about everything but the input."""
+
+
+def good_call(model: str = "tiny-image", **call: Any) -> Call:
+    """A valid image request to ``model`` (``call``: Call's other fields)."""
+    return Call(model, [GOOD_INPUT], **call)
+
+
 def image_raw(shape: list[int], raw: bytes, datatype: str = "FP32", name: str = "input") -> Call:
     return Call("tiny-image", [In(name, datatype, shape, raw=raw)])
 
@@ -71,9 +81,7 @@ def with_value(value: float) -> bytes:
 
 
 def explain(parameters: dict[str, object], model: str = "tiny-image") -> Call:
-    inputs = (
-        [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)] if model == "tiny-image" else text_bytes([b"great"]).inputs
-    )
+    inputs = [GOOD_INPUT] if model == "tiny-image" else text_bytes([b"great"]).inputs
     return Call(model, inputs, endpoint="explain", parameters=parameters)
 
 
@@ -133,7 +141,7 @@ SHARED: list[Case] = [
     ),
     Case(
         "input-duplicate",
-        Call("tiny-image", [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)] * 2),
+        Call("tiny-image", [GOOD_INPUT] * 2),
         INVALID,
         r"duplicate input",
     ),
@@ -141,7 +149,7 @@ SHARED: list[Case] = [
         "input-raw-plus-tensor",
         Call(
             "tiny-image",
-            [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW), In("image", "BYTES", [1], raw=bytes_raw([_JPEG]))],
+            [GOOD_INPUT, In("image", "BYTES", [1], raw=bytes_raw([_JPEG]))],
         ),
         INVALID,
         r"alone",
@@ -253,67 +261,17 @@ SHARED: list[Case] = [
     ),
     Case("text-mask-shape", text_tensors(_IDS, np.ones((1, 4), dtype=np.int64)), INVALID, r"differ in shape"),
     # ---- models, versions, names
-    Case(
-        "model-unknown",
-        Call("no-such-model", [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)]),
-        NOT_FOUND,
-        r"unknown model 'no-such-model'",
-    ),
-    Case(
-        "version-unknown",
-        Call("tiny-image", [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)], version="7"),
-        NOT_FOUND,
-        r"no version '7'",
-    ),
-    Case(
-        "version-not-number",
-        Call("tiny-image", [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)], version="latest"),
-        NOT_FOUND,
-        r"no version 'latest'",
-    ),
-    Case(
-        "model-dotdot",
-        Call("..", [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)]),
-        NOT_FOUND,
-        r"unknown model '\.\.'",
-    ),
-    Case(
-        "model-nul",
-        Call("tiny-image\x00", [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)]),
-        NOT_FOUND,
-        r"unknown model 'tiny-image\\x00'",
-    ),
-    Case(
-        "model-whitespace",
-        Call("tiny-image ", [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)]),
-        NOT_FOUND,
-        r"unknown model 'tiny-image '",
-    ),
-    Case(
-        "model-huge-name",
-        Call("m" * 20_000, [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)]),
-        NOT_FOUND,
-        r"unknown model 'mmmm.*\(truncated",
-    ),
+    Case("model-unknown", good_call("no-such-model"), NOT_FOUND, r"unknown model 'no-such-model'"),
+    Case("version-unknown", good_call(version="7"), NOT_FOUND, r"no version '7'"),
+    Case("version-not-number", good_call(version="latest"), NOT_FOUND, r"no version 'latest'"),
+    Case("model-dotdot", good_call(".."), NOT_FOUND, r"unknown model '\.\.'"),
+    Case("model-nul", good_call("tiny-image\x00"), NOT_FOUND, r"unknown model 'tiny-image\\x00'"),
+    Case("model-whitespace", good_call("tiny-image "), NOT_FOUND, r"unknown model 'tiny-image '"),
+    Case("model-huge-name", good_call("m" * 20_000), NOT_FOUND, r"unknown model 'mmmm.*\(truncated"),
     # ---- parameters and outputs
-    Case(
-        "param-timeout-negative",
-        Call("tiny-image", [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)], parameters={"timeout": -5}),
-        INVALID,
-        r"parameter 'timeout'",
-    ),
-    Case(
-        "param-timeout-string",
-        Call("tiny-image", [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)], parameters={"timeout": "soon"}),
-        INVALID,
-        r"parameter 'timeout'",
-    ),
-    Case(
-        "output-unknown",
-        Call("tiny-image", [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)], outputs=["weights"]),
-        INVALID,
-        r"no output 'weights'",
-    ),
+    Case("param-timeout-negative", good_call(parameters={"timeout": -5}), INVALID, r"parameter 'timeout'"),
+    Case("param-timeout-string", good_call(parameters={"timeout": "soon"}), INVALID, r"parameter 'timeout'"),
+    Case("output-unknown", good_call(outputs=["weights"]), INVALID, r"no output 'weights'"),
     # ---- explain
     Case(
         "explain-unknown-method",
@@ -342,12 +300,7 @@ SHARED: list[Case] = [
         r"n_steps",
     ),
     Case("explain-n-steps-type", explain({"method": "integrated_gradients", "n_steps": "lots"}), INVALID, r"n_steps"),
-    Case(
-        "explain-unknown-model",
-        Call("nope", [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)], endpoint="explain"),
-        NOT_FOUND,
-        r"unknown model 'nope'",
-    ),
+    Case("explain-unknown-model", good_call("nope", endpoint="explain"), NOT_FOUND, r"unknown model 'nope'"),
 ]
 
 
@@ -654,22 +607,7 @@ GRPC_ONLY: list[Case] = [
         "RESOURCE_EXHAUSTED",
         r"larger than max",
     ),
-    Case(
-        "grpc-empty-model-name",
-        Call("", [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)]),
-        NOT_FOUND,
-        r"unknown model ''",
-    ),
-    Case(
-        "grpc-model-slash",
-        Call("tiny-image/1", [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)]),
-        NOT_FOUND,
-        r"unknown model 'tiny-image/1'",
-    ),
-    Case(
-        "grpc-model-path-escape",
-        Call("../../etc/passwd", [In("input", "FP32", IMAGE_SHAPE, raw=IMAGE_RAW)]),
-        NOT_FOUND,
-        r"unknown model '\.\./\.\./etc/passwd'",
-    ),
+    Case("grpc-empty-model-name", good_call(""), NOT_FOUND, r"unknown model ''"),
+    Case("grpc-model-slash", good_call("tiny-image/1"), NOT_FOUND, r"unknown model 'tiny-image/1'"),
+    Case("grpc-model-path-escape", good_call("../../etc/passwd"), NOT_FOUND, r"unknown model '\.\./\.\./etc/passwd'"),
 ]
