@@ -178,9 +178,10 @@ class BundleExplainer:
         method: str | None = None,
         targets: list[int] | None = None,
         params: Mapping[str, Any] | None = None,
-        images: Sequence[np.ndarray] | None = None,
+        images: Sequence[np.ndarray] | Callable[[], Sequence[np.ndarray] | None] | None = None,
     ) -> ExplainResult:
-        """Explain a batch; ``images`` are the original uint8 (H, W, 3) pixels to draw overlays on."""
+        """Explain a batch; ``images`` are the original uint8 (H, W, 3) pixels to draw overlays
+        on, or a function returning them, called only when an overlay is drawn."""
         if self.refusal:
             raise UnsupportedMethodError(self.refusal)
         name = method or DEFAULT_METHOD[self.task]
@@ -190,6 +191,8 @@ class BundleExplainer:
         render_p = validate_params(render.RenderParams, name, _take(all_params, render.RenderParams))
         explainer = self._explainer(name, None if base_method is None else str(base_method))
         batch = self._to_inputs(inputs)
+        if callable(images):
+            images = images() if render_p.render_png else None
         if images is not None and len(images) != len(batch):
             raise ExplainParameterError(f"{len(images)} original images for {len(batch)} items")
         logits = self._logits(batch)  # (batch, classes)

@@ -22,7 +22,6 @@ view of exactly its own rows (with padded dimensions cut back to its own length)
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import math
 import time
@@ -81,8 +80,9 @@ class Batcher:
         self.predict = predict
         self.executors = [executors] if isinstance(executors, Executor) else list(executors)
         self.parallel = len(self.executors)
-        self._slots = asyncio.Semaphore(self.parallel)
-        self._free = list(range(self.parallel))  # a heap of free slot numbers
+        self._free: asyncio.PriorityQueue[int] = asyncio.PriorityQueue()  # free slots, lowest first
+        for slot in range(self.parallel):
+            self._free.put_nowait(slot)
         self._running: set[asyncio.Task[None]] = set()
         self.policy = policy
         self.metrics = metrics
@@ -196,17 +196,16 @@ class Batcher:
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            await self._slots.acquire()  # a batch forms only when the model can run it
+            slot = await self._free.get()  # a batch forms only when the model can run it
             try:
                 await self._maybe_wait_for_more()
                 batch = self._take()
             except BaseException:
-                self._slots.release()
+                self._free.put_nowait(slot)
                 raise
             if not batch:
-                self._slots.release()
+                self._free.put_nowait(slot)
                 continue
-            slot = heapq.heappop(self._free)
             task = asyncio.get_running_loop().create_task(self._run_in_slot(batch, slot))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -215,8 +214,7 @@ class Batcher:
         try:
             await self._run(batch, self.executors[slot])
         finally:
-            heapq.heappush(self._free, slot)
-            self._slots.release()
+            self._free.put_nowait(slot)
 
     async def _maybe_wait_for_more(self) -> None:
         delay = self.policy.max_queue_delay

@@ -149,14 +149,13 @@ class ExplainBackend:
         params = parsed.params
         if request.outputs and "render_png" not in params and not {o.name for o in request.outputs} & set(PNG_OUTPUTS):
             params = {**params, "render_png": False}  # no PNG asked for: none is drawn
-        draw = params.get("render_png", True) not in (False, "false", "False", 0)
         try:
             result = explainer.explain(
                 feed,
                 method=parsed.method,
                 targets=targets,
                 params=params,
-                images=_originals(model, request) if draw else None,
+                images=lambda: _originals(model, request),  # decoded only if an overlay is drawn
             )
         except ExplainParameterError as exc:
             raise InvalidInput(str(exc)) from None

@@ -224,7 +224,7 @@ class BenchRun:
             for c in [*contenders.values(), passive]:
                 await c.close()
             raise
-        parallel, intra = onnx_parallelism(ServingSettings(), "cpu")  # what the server under test uses
+        parallel, intra, _solo = onnx_parallelism(ServingSettings(), "cpu")  # what the server under test uses
         ceilings = {"single": Ceiling(self.bundle, self.workload)}
         if parallel > 1:
             ceilings["parallel"] = Ceiling(self.bundle, self.workload, intra_threads=intra, callers=parallel)

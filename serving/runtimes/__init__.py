@@ -70,8 +70,7 @@ def load_runtime(bundle: Bundle, settings: ServingSettings) -> Runtime:
         return TorchScriptRuntime(bundle, device=device, threads=settings.intra_op_threads)
     from serving.runtimes.onnx import OnnxRuntime
 
-    parallel, intra = onnx_parallelism(settings, device)
-    solo = available_cores() if parallel > 1 and not settings.intra_op_threads else None
+    parallel, intra, solo = onnx_parallelism(settings, device)
     return OnnxRuntime(
         bundle,
         device=device,
@@ -101,10 +100,14 @@ def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     return max(1, min(cores, math.ceil(int(quota) / int(period))))
 
 
-def onnx_parallelism(settings: ServingSettings, device: str) -> tuple[int, int]:
-    """(concurrent calls, intra-op threads per call) for an ONNX model on ``device``."""
+def onnx_parallelism(settings: ServingSettings, device: str) -> tuple[int, int, int | None]:
+    """(concurrent calls, intra-op threads per call, threads of the session for a call that
+    runs alone or None for no such session) for an ONNX model on ``device``."""
     if device.startswith("cuda"):
-        return 1, settings.intra_op_threads
+        return 1, settings.intra_op_threads, None
     cores = available_cores()
     parallel = settings.model_instances or min(cores, 4)
-    return parallel, settings.intra_op_threads or max(1, cores // parallel)
+    if settings.intra_op_threads:
+        return parallel, settings.intra_op_threads, None
+    intra = max(1, cores // parallel)
+    return parallel, intra, cores if parallel > 1 and cores != intra else None

@@ -36,7 +36,7 @@ class OnnxRuntime(Runtime):
         path = str(bundle.path("onnx"))
         self.session = _session(path, device, intra_threads, inter_threads)
         self.solo = None
-        if solo_threads is not None and solo_threads != intra_threads and parallel > 1:
+        if solo_threads is not None:
             self.solo = _session(path, device, solo_threads, inter_threads)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_names = [i.name for i in self.session.get_inputs()]
