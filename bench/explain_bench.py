@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.photos import Workload
 from lumenserve.bundle import Bundle, TorchvisionArchitecture
-from serving.bench.photos import Workload
 
 
 @dataclass(frozen=True)
