@@ -115,7 +115,7 @@ class BenchRun:
     # ---- servers ------------------------------------------------------------------------
     def start_servers(self) -> None:
         logs = self.work_dir / "logs"
-        default: dict[str, str] = {}  # the server's own default (GOMP_SPINCOUNT, see serving/settings.py)
+        default: dict[str, str] = {}  # the server's own default (apply_omp_policy("serve") in lumenserve/env.py)
         passive = {"OMP_WAIT_POLICY": "PASSIVE", "LUMENSERVE_OMP_WAIT_POLICY": "PASSIVE"}
         lumen_cold: list[float] = []
         for i in range(self.plan.cold_start_extra):
