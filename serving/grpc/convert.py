@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.codecs.tensors import decode_list, decode_raw, to_raw
+from serving.codecs.tensors import TensorHeader, tensor_header, to_raw
 from serving.errors import InvalidInput
 from serving.protogen import inference_pb2 as pb
 from serving.types import InferenceRequest, InferenceResponse, RequestedOutput, Tensor
@@ -55,14 +55,21 @@ def set_parameters(target: Any, params: Mapping[str, Any]) -> None:
 
 
 def to_request(message: pb.ModelInferRequest, time_remaining: float | None) -> InferenceRequest:
+    """Every input's header is checked first (shape, datatype), then the framing, then contents."""
+    headers = [tensor_header(tensor.name, tensor.datatype, tensor.shape) for tensor in message.inputs]
     raw = message.raw_input_contents
-    if raw and len(raw) != len(message.inputs):
-        raise InvalidInput(f"{len(raw)} raw_input_contents for {len(message.inputs)} inputs (one each expected)")
+    if raw:
+        if len(raw) != len(message.inputs):
+            raise InvalidInput(f"{len(raw)} raw_input_contents for {len(message.inputs)} inputs (one each expected)")
+        for tensor in message.inputs:
+            if tensor.HasField("contents"):  # as Triton: one request uses one form
+                raise InvalidInput(
+                    f"input {tensor.name!r}: contents must not be set when the request carries raw_input_contents"
+                )
     inputs: list[Tensor] = []
-    for index, tensor in enumerate(message.inputs):
-        shape = list(tensor.shape)
-        data = decode_raw(tensor.datatype, shape, raw[index], tensor.name) if raw else _from_contents(tensor, shape)
-        inputs.append(Tensor(tensor.name, tensor.datatype, data, parameters_of(tensor.parameters)))
+    for index, (header, tensor) in enumerate(zip(headers, message.inputs, strict=True)):
+        data = header.from_raw(raw[index]) if raw else _from_contents(header, tensor.contents)
+        inputs.append(Tensor(header.name, header.datatype, data, parameters_of(tensor.parameters)))
     outputs = [RequestedOutput(o.name, parameters_of(o.parameters)) for o in message.outputs] or None
     return InferenceRequest(
         model=message.model_name,
@@ -75,12 +82,11 @@ def to_request(message: pb.ModelInferRequest, time_remaining: float | None) -> I
     )
 
 
-def _from_contents(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[int]) -> np.ndarray:
-    field = CONTENTS_FIELD.get(tensor.datatype)
+def _from_contents(header: TensorHeader, contents: pb.InferTensorContents) -> np.ndarray:
+    field = CONTENTS_FIELD.get(header.datatype)
     if field is None:
-        decode_list(tensor.datatype, shape, None, tensor.name)  # raises the right error
-        raise InvalidInput(f"input {tensor.name!r}: {tensor.datatype} travels only in raw_input_contents")
-    return decode_list(tensor.datatype, shape, list(getattr(tensor.contents, field)), tensor.name)
+        raise InvalidInput(f"input {header.name!r}: {header.datatype} travels only in raw_input_contents")
+    return header.from_list(list(getattr(contents, field)))
 
 
 def from_response(response: InferenceResponse) -> pb.ModelInferResponse:
