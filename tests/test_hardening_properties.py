@@ -25,7 +25,7 @@ from serving.codecs.text import TextCodec
 from serving.errors import InvalidInput
 from serving.grpc import convert as grpc_convert
 from serving.http.convert import to_request
-from serving.protogen import inference_pb2 as pb
+from serving.protogen import grpc_service_pb2 as pb
 from tests.hardening.payloads import bytes_raw, jpeg, png
 
 FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

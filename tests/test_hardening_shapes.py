@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
-from serving.protogen import inference_pb2 as pb
+from serving.protogen import grpc_service_pb2 as pb
 from tests.test_serving_support import ServerProcess, grpc_raw
 
 IMAGE = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
