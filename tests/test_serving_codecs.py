@@ -62,7 +62,7 @@ def test_shape_is_checked_before_anything_is_decoded(shape: list[int], words: st
         tensor_header("x", "UINT64", shape)
     for decode, contents in ((decode_raw, b""), (decode_list, [])):
         with pytest.raises(InvalidInput, match=words):
-            decode("UINT64", shape, contents, "x")  # type: ignore[operator]
+            decode("UINT64", shape, contents, "x")  # type: ignore[operator,arg-type]
 
 
 def test_empty_tensors_within_the_limits_decode() -> None:
