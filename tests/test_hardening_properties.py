@@ -120,6 +120,14 @@ inputs_docs = st.fixed_dictionaries(
     tail=st.binary(max_size=64),
     binary=st.booleans(),
 )
+@example(
+    doc={"inputs": [{"name": "x", "datatype": "UINT64", "shape": [0, 1 << 60], "data": []}]}, tail=b"", binary=False
+)
+@example(
+    doc={"inputs": [{"name": "x", "datatype": "UINT64", "shape": [0, 1 << 60], "parameters": {"binary_data_size": 0}}]},
+    tail=b"",
+    binary=True,
+)
 def test_http_binary_extension_structured(doc: dict[str, Any], tail: bytes, binary: bool) -> None:
     import json
 
