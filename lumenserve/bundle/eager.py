@@ -22,15 +22,19 @@ def build_eager_model(bundle: Bundle) -> torch.nn.Module:
 
     arch = bundle.manifest.architecture
     model: torch.nn.Module
+    if arch is None:
+        raise BundleError(f"{bundle.root}: bundle has no eager model (imported from ONNX or TorchScript)")
     if isinstance(arch, TorchvisionArchitecture):
         import torchvision
 
         model = torchvision.models.get_model(arch.name, weights=None, num_classes=arch.num_classes)
     elif isinstance(arch, TransformersArchitecture):
-        from transformers import AutoConfig, AutoModelForSequenceClassification
+        from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
         config = AutoConfig.from_pretrained(bundle.subdir(arch.config_dir))
-        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+        image = arch.head == "image-classification"
+        auto = AutoModelForImageClassification if image else AutoModelForSequenceClassification
+        model = auto.from_config(config, attn_implementation="eager")
     else:  # pragma: no cover - the schema admits only the two families
         raise BundleError(f"unknown architecture family in {bundle.root}")
     state = load_file(str(bundle.path("safetensors")))
