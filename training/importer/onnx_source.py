@@ -1,7 +1,9 @@
 """An ONNX file (with or without external data) -> a runtime-only bundle.
 
 Inputs and outputs are read from the graph; the file and its external data are copied
-unchanged, so ONNX Runtime on the bundle computes exactly what it computes on the source.
+unchanged (external data files renamed ``model.onnx.data[.N]``, the graph's references
+rewritten to match), so ONNX Runtime on the bundle computes exactly what it computes on
+the source.
 """
 
 from __future__ import annotations
@@ -73,6 +75,20 @@ def _external_files(source: Path, model: Any) -> list[str]:
     return sorted(locations)
 
 
+def _rename_external_data(model: Any, locations: list[str]) -> dict[str, str]:
+    """Point the graph's external data at ``model.onnx.data[.N]`` beside model.onnx (the bytes
+    are copied unchanged; the names avoid suffixes the bundle reader refuses, such as .bin)."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    renamed = {loc: "model.onnx.data" + (f".{i}" if i else "") for i, loc in enumerate(locations)}
+    for tensor in _get_all_tensors(model):
+        if uses_external_data(tensor):
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = renamed[entry.value]
+    return renamed
+
+
 def _session(model_path: Path, source: str, opsets: dict[str, int]) -> Any:
     import onnxruntime as ort
 
@@ -128,12 +144,16 @@ def import_onnx(source: Path, repo: Path, name: str, options: ImportOptions) -> 
 
     staging = new_staging_dir(repo, name)
     with staged(staging):
-        shutil.copyfile(source, staging / "model.onnx")
         artifacts: list[tuple[str, ArtifactKind]] = [("model.onnx", "onnx")]
-        for rel in data_files:
-            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source.parent / rel, staging / rel)
-            artifacts.append((rel, "onnx_data"))
+        if data_files:
+            renamed = _rename_external_data(model, data_files)
+            (staging / "model.onnx").write_bytes(model.SerializeToString())
+            for old, new in renamed.items():
+                shutil.copyfile(source.parent / old, staging / new)
+                artifacts.append((new, "onnx_data"))
+            notes.append(f"external data {sorted(renamed)} stored as {sorted(renamed.values())}")
+        else:
+            shutil.copyfile(source, staging / "model.onnx")
         session = _session(staging / "model.onnx", src, opsets)
         try:
             answered = session.run(None, feed)
