@@ -95,6 +95,37 @@ def traced_tensor_model(folder: Path) -> tuple[Path, torch.nn.Module]:
     return path, model
 
 
+def onnx_text_classifier(folder: Path, seq: int = 16) -> Path:
+    """A DistilBERT classifier as ONNX with a fixed sequence axis: (batch, seq) ids and mask -> logits."""
+    from transformers import AutoModelForSequenceClassification
+
+    hf = hf_text_folder(folder / "hf", ["no", "yes"], with_tokenizer=False)
+    model = AutoModelForSequenceClassification.from_pretrained(hf, attn_implementation="eager").eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits  # (batch, 2)
+
+    path = folder / "text.onnx"
+    ids = torch.ones(2, seq, dtype=torch.long)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Logits().eval(),
+            (ids, torch.ones_like(ids)),
+            str(path),
+            dynamo=False,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    return path
+
+
 def hf_text_folder(folder: Path, labels: list[str], *, with_tokenizer: bool = True, head: str = "sequence") -> Path:
     """A tiny DistilBERT sequence classifier (all-MiniLM-L6-v2's tokenizer) in save_pretrained layout."""
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForMaskedLM, DistilBertForSequenceClassification

@@ -20,6 +20,7 @@ from tests.import_sources import (
     MEAN,
     STD,
     onnx_nhwc_classifier,
+    onnx_text_classifier,
     traced_tensor_model,
     two_in_two_out_graph,
 )
@@ -122,6 +123,29 @@ def test_torchscript_tensor_model_with_input_flags(tmp_path: Path) -> None:
     scripted = torch.jit.load(str(bundle.path("torchscript")))
     for ours, theirs in zip(scripted(a, b), model(a, b), strict=True):
         torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+
+
+def test_onnx_text_classifier_with_a_fixed_sequence_axis(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from lumenserve.assets import minilm_dir
+
+    source = onnx_text_classifier(tmp_path, seq=16)
+    options = ImportOptions(task="text-classification", tokenizer_dir=minilm_dir())
+    bundle = import_model(source, tmp_path / "repo", "text", options)
+    m = bundle.manifest
+    assert (m.task, m.labels, m.architecture) == ("text-classification", ["0", "1"], None)
+    pre = m.preprocessing
+    assert pre is not None and pre.kind == "text"
+    assert (pre.tokenizer_dir, pre.max_length, pre.pad_to_max_length) == ("tokenizer", 16, True)
+    assert [(t.name, t.shape) for t in m.inputs] == [("input_ids", [-1, 16]), ("attention_mask", [-1, 16])]
+    assert any(a.kind == "tokenizer" for a in m.artifacts)
+    tokenizer = AutoTokenizer.from_pretrained(bundle.subdir("tokenizer"))
+    enc = tokenizer(["good", "not good at all"], padding="max_length", max_length=16, return_tensors="np")
+    feed = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+    np.testing.assert_array_equal(_run(bundle.path("onnx"), feed)[0], _run(source, feed)[0])
+    with pytest.raises(ImportSourceError, match="fixed at 16"):
+        import_model(source, tmp_path / "repo", "text", options.model_copy(update={"max_length": 32}))
 
 
 def _refused(tmp_path: Path, source: Path, match: str, options: ImportOptions | None = None) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import warnings
 from pathlib import Path
 
 import click
@@ -91,6 +93,9 @@ def import_command(
     """Import SOURCE "
     "(ONNX file, TorchScript file, Hugging Face folder or torchvision weights) as the next bundle version."""
     apply_omp_policy("train")  # before torch loads
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' load/save bars
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation notices
     from pydantic import ValidationError
 
     from training.export import ExportParityError
