@@ -79,9 +79,17 @@ def test_hf_vit_image_classifier_folder(tmp_path: Path) -> None:
     source = AutoModelForImageClassification.from_pretrained(folder).eval()
     with torch.no_grad():
         expected = source(pixel_values=x).logits.numpy()
-        rebuilt = build_eager_model(bundle)(pixel_values=x).logits.numpy()
+        rebuilt = build_eager_model(bundle)(x).numpy()  # images -> logits, like torchvision bundles
     np.testing.assert_allclose(_onnx(bundle.path("onnx"), {"input": x.numpy()}), expected, atol=TOLERANCE, rtol=0)
     np.testing.assert_allclose(rebuilt, expected, atol=1e-6, rtol=0)
+
+    from explain.engine import BundleExplainer  # the kept eager weights make gradient methods work
+
+    explainer = BundleExplainer(bundle)
+    assert explainer.twin_check(lambda feed: _onnx(bundle.path("onnx"), feed)).ok
+    result = explainer.explain({"input": x.numpy()}, method="saliency")
+    assert [item.predicted for item in result.items] == expected.argmax(axis=1).tolist()
+    assert result.items[0].attributions.shape[-2:] == (IMAGE_SIZE, IMAGE_SIZE) and result.items[0].pngs
 
 
 @pytest.mark.export

@@ -17,7 +17,11 @@ if TYPE_CHECKING:
 
 
 def build_eager_model(bundle: Bundle) -> torch.nn.Module:
-    """The bundle's model in eval mode on CPU with its trained weights."""
+    """The bundle's model in eval mode on CPU with its trained weights.
+
+    Image bundles answer ``model(images)`` with logits (batch, classes) whatever the family
+    (a transformers image classifier is wrapped); text bundles answer the transformers model.
+    """
     from safetensors.torch import load_file
 
     arch = bundle.manifest.architecture
@@ -46,7 +50,25 @@ def build_eager_model(bundle: Bundle) -> torch.nn.Module:
             f"{bundle.root}: weights do not fit the architecture "
             f"(missing {real_missing[:5]}, unexpected {list(unexpected)[:5]})"
         )
+    if isinstance(arch, TransformersArchitecture) and arch.head == "image-classification":
+        return _image_logits(model).eval()
     return model.eval()
+
+
+def _image_logits(model: torch.nn.Module) -> torch.nn.Module:
+    """A transformers image classifier as ``images (batch, C, H, W) -> logits (batch, classes)``;
+    the transformers model stays reachable as ``.model`` (its modules as ``model.*``)."""
+    import torch
+
+    class ImageLogits(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = inner
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return self.model(pixel_values=pixel_values).logits  # (batch, classes)
+
+    return ImageLogits(model)
 
 
 def load_tokenizer(bundle: Bundle) -> Any:
