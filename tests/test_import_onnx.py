@@ -125,6 +125,22 @@ def test_torchscript_tensor_model_with_input_flags(tmp_path: Path) -> None:
         torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
 
 
+def test_torchscript_image_classifier(tmp_path: Path) -> None:
+    _, model = onnx_nhwc_classifier(tmp_path)
+    source = tmp_path / "nhwc.torchscript"
+    torch.jit.save(torch.jit.trace(model, (torch.randn(2, IMAGE_SIZE, IMAGE_SIZE, 3),)), str(source))
+    options = ImportOptions(task="image-classification", image=ImageFlags(image_size=IMAGE_SIZE, layout="NHWC"))
+    bundle = import_model(source, tmp_path / "repo", "ts-image", options)
+    m = bundle.manifest
+    assert (m.task, m.labels, m.architecture) == ("image-classification", ["0", "1", "2", "3"], None)
+    assert [(t.name, t.shape) for t in m.inputs] == [("x", [-1, IMAGE_SIZE, IMAGE_SIZE, 3])]
+    assert [(t.name, t.datatype, t.shape) for t in m.outputs] == [("logits", "FP32", [-1, 4])]
+    assert m.preprocessing is not None and m.preprocessing.kind == "image" and m.preprocessing.layout == "NHWC"
+    x = torch.randn(3, IMAGE_SIZE, IMAGE_SIZE, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(bundle.path("torchscript")))(x), model(x), atol=1e-5, rtol=0)
+
+
 def test_onnx_text_classifier_with_a_fixed_sequence_axis(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 

@@ -8,11 +8,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from lumenserve.bundle import Bundle, ImagePreprocessing, finish_bundle, new_staging_dir, tree_artifacts
 from lumenserve.bundle.manifest import ArtifactKind
-from training.export import _check_parity, _to_onnx, _to_torchscript, export_text_model
+from training.export import ExportParityError, _check_parity, _to_onnx, _to_torchscript, export_text_model
 from training.importer.options import DEFAULT_MAX_LENGTH, ImportOptions, ImportSourceError, read_labels
 from training.importer.tasks import CHECK_TEXTS, load_user_tokenizer
 from training.importer.write import import_record, labels_for, staged
@@ -173,6 +174,35 @@ class _ImageWrapper(torch.nn.Module):
         return self.model(pixel_values=pixel_values).logits
 
 
+def _traces(wrapper: torch.nn.Module, example: torch.Tensor, path: Path, notes: list[str]) -> bool:
+    """Write TorchScript where the model traces; note it where it does not."""
+    try:
+        _to_torchscript(wrapper, (example,), path)
+        return True
+    except Exception as exc:
+        path.unlink(missing_ok=True)
+        notes.append(f"no TorchScript: tracing failed ({(str(exc).splitlines() or [''])[0][:120]})")
+        return False
+
+
+def _onnx_parity(
+    wrapper: torch.nn.Module, onnx_path: Path, batches: list[tuple[torch.Tensor]], tolerance: float
+) -> dict[str, Any]:
+    """The ONNX half of the export parity check (for models without TorchScript)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    with torch.no_grad():
+        for (batch,) in batches:
+            got = session.run(None, {"input": batch.numpy()})[0]  # (batch, labels)
+            worst = max(worst, float(np.max(np.abs(got - wrapper(batch).numpy()))))
+    if worst > tolerance:
+        raise ExportParityError(f"onnx export differs from eager by {worst:.3g} (tolerance {tolerance:g})")
+    sizes = sorted(int(b[0].shape[0]) for b in batches)
+    return {"runtime": "onnx", "batch_sizes": sizes, "max_abs_diff": worst, "tolerance": tolerance}
+
+
 def _import_image(source: Path, repo: Path, name: str, options: ImportOptions, arch: str) -> Bundle:
     from safetensors.torch import save_model
     from transformers import AutoModelForImageClassification
@@ -204,19 +234,23 @@ def _import_image(source: Path, repo: Path, name: str, options: ImportOptions, a
     with staged(staging):
         batch = torch.export.Dim("batch", min=1, max=4096)
         _to_onnx(wrapper, (held_out[:2],), staging / "model.onnx", ["input"], ["logits"], ({0: batch},))
-        _to_torchscript(wrapper, (held_out[:2],), staging / "model.torchscript")
+        traced = _traces(wrapper, held_out[:2], staging / "model.torchscript", notes)
         save_model(model, str(staging / "model.safetensors"))
         batches = [(held_out[:1],), (held_out[:4],)]
-        parity = _check_parity(
-            wrapper, staging / "model.onnx", staging / "model.torchscript", batches, ["input"], options.tolerance
-        )
+        if traced:
+            parity = _check_parity(
+                wrapper, staging / "model.onnx", staging / "model.torchscript", batches, ["input"], options.tolerance
+            )
+        else:
+            parity = [_onnx_parity(wrapper, staging / "model.onnx", batches, options.tolerance)]
         config.save_pretrained(staging / "hf_config")
         (staging / "labels.json").write_text(json.dumps(labels, indent=1))
         if (source / "preprocessor_config.json").is_file():
             shutil.copyfile(source / "preprocessor_config.json", staging / "hf_config" / "preprocessor_config.json")
+        scripted: list[tuple[str, ArtifactKind]] = [("model.torchscript", "torchscript")] if traced else []
         artifacts: list[tuple[str, ArtifactKind]] = [
             ("model.onnx", "onnx"),
-            ("model.torchscript", "torchscript"),
+            *scripted,
             ("model.safetensors", "safetensors"),
             ("labels.json", "config"),
             *tree_artifacts(staging, "hf_config", "config"),

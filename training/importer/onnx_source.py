@@ -139,7 +139,7 @@ def import_onnx(source: Path, repo: Path, name: str, options: ImportOptions) -> 
         tokenizer = load_user_tokenizer(options.tokenizer_dir, src)
         preprocessing, feed = text_preprocessing(src, inputs, options, tokenizer)
     else:
-        feed = {s.name: generated_input(s, concrete_shape(s), seed=i) for i, s in enumerate(inputs)}
+        feed = {s.name: generated_input(s, concrete_shape(s), src, seed=i) for i, s in enumerate(inputs)}
         notes.append("check run on generated inputs: variable batch axes 2, other variable axes 8")
 
     staging = new_staging_dir(repo, name)

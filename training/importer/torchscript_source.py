@@ -97,7 +97,7 @@ def import_torchscript(source: Path, repo: Path, name: str, options: ImportOptio
                 f"{source}: --input names {[s.name for s in inputs]} do not match forward's arguments {arg_names};"
                 f" give them in that order"
             )
-        feed = {s.name: generated_input(s, concrete_shape(s), seed=i) for i, s in enumerate(inputs)}
+        feed = {s.name: generated_input(s, concrete_shape(s), src, seed=i) for i, s in enumerate(inputs)}
         notes.append(f"input specs from --input; check run with variable batch axes {CHECK_BATCH}")
     with torch.no_grad():
         try:

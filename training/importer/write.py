@@ -55,13 +55,13 @@ def concrete_shape(spec: TensorSpec, fixed: Mapping[int, int] | None = None) -> 
     return [d if d != -1 else fixed.get(i, CHECK_BATCH if i == 0 else CHECK_DIM) for i, d in enumerate(spec.shape)]
 
 
-def generated_input(spec: TensorSpec, shape: Sequence[int], seed: int = 0) -> np.ndarray:
+def generated_input(spec: TensorSpec, shape: Sequence[int], source: str, seed: int = 0) -> np.ndarray:
     """Random values of the spec's datatype: normal floats, small non-negative ints, random bools."""
     rng = np.random.default_rng(seed)
     dt = spec.datatype
     if dt == "BF16":
         raise ImportSourceError(
-            f"input {spec.name!r} is BF16, which the check run cannot generate; use FP16 or FP32 inputs"
+            f"{source}: input {spec.name!r} is BF16, which the check run cannot generate; use FP16 or FP32 inputs"
         )
     if dt == "BYTES":
         return np.array([f"text {i}" for i in range(int(np.prod(shape)))], dtype=np.object_).reshape(shape)
