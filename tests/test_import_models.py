@@ -59,6 +59,7 @@ def test_hf_text_classifier_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.export
+@pytest.mark.slow
 def test_hf_vit_image_classifier_folder(tmp_path: Path) -> None:
     from transformers import AutoModelForImageClassification
 

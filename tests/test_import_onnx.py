@@ -229,6 +229,17 @@ def test_torchscript_tensor_model_needs_input_specs(tmp_path: Path) -> None:
     assert "['a', 'b']" in _refused(tmp_path, source, "--input NAME:DATATYPE:SHAPE")
 
 
+def test_cli_refusal_is_one_line_without_traceback(tmp_path: Path) -> None:
+    pickled = tmp_path / "weights.pth"
+    torch.save({"w": torch.zeros(2)}, str(pickled))
+    repo = tmp_path / "repo"
+    result = CliRunner().invoke(main, ["import", str(pickled), "--repository", str(repo)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [result.output.strip()]
+    assert result.output.startswith(f"Error: {pickled}: a torch.save pickle")
+    assert not repo.exists()
+
+
 def test_failed_import_into_a_new_repository_leaves_nothing(tmp_path: Path) -> None:
     source = tmp_path / "custom.onnx"  # fails after staging: ONNX Runtime refuses the operator
     onnx.save(two_in_two_out_graph(domain_op="Sparkle"), str(source))
