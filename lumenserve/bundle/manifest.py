@@ -22,7 +22,6 @@ Datatype = Literal[
     "FP16", "FP32", "FP64", "BF16", "BYTES",
 ]  # fmt: skip
 Task = Literal["image-classification", "text-classification", "tensor"]
-CLASSIFICATION_TASKS = ("image-classification", "text-classification")
 # Kinds of artifact a bundle may hold. Pickle formats are deliberately absent.
 ArtifactKind = Literal["onnx", "onnx_data", "torchscript", "safetensors", "tokenizer", "config", "report"]
 LOADABLE_KINDS = ("onnx", "torchscript", "safetensors")
