@@ -94,7 +94,10 @@ class BundleExplainer:
     def __init__(self, bundle: Bundle, *, memory_budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
         self.bundle = bundle
         manifest = bundle.manifest
-        self.task = manifest.task
+        task = manifest.task
+        if task == "tensor":
+            raise UnsupportedMethodError(f"{bundle.root}: tensor models have no explanations yet")
+        self.task = task
         self.labels = manifest.labels
         self.refusal: str | None = None
         self.tokenizer: Any = None

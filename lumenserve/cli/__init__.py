@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "serve": "serving.cli:serve_command",
     "train": "training.cli:train_command",
     "export": "training.cli:export_command",
+    "import": "training.importer.cli:import_command",
     "demo": "lumenserve.cli.demo:demo_command",
     "archive": "serving.torchserve.archive:archive_command",
     "explain": "explain.cli:explain_command",
