@@ -166,6 +166,7 @@ def test_grpc_burst_over_the_queue_gets_fast_unavailable(
     assert statistics.median(rejected) < statistics.median(ok), "refusals must not wait for the batch"
 
 
+@pytest.mark.slow  # 600 requests
 def test_memory_stays_bounded_under_repeated_overload(server: ServerProcess, http: httpx.Client) -> None:
     assert server.proc is not None
     process = psutil.Process(server.proc.pid)
