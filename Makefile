@@ -8,7 +8,7 @@ export TMPDIR ?= $(LUMENSERVE_HOME)/tmp
 export ORT_DISABLE_TELEMETRY := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint typecheck pytest demo demo-quick protos clean
+.PHONY: setup test test-fast lint typecheck pytest demo demo-quick protos clean
 
 setup:
 	@mkdir -p "$(TMPDIR)"
@@ -31,6 +31,14 @@ test: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
+
+# The same checks without the tests marked slow (real TorchServe, Prometheus, Chromium,
+# training runs, soak and drain): the loop to run while changing code.
+test-fast: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -m "not slow"
 
 demo: setup
 	$(VENV)/bin/lumenserve demo

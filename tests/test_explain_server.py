@@ -10,7 +10,6 @@ import re
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,22 +23,15 @@ from PIL import Image
 from explain.cli import build_body, explain_command
 from explain.originals import crop_region
 from lumenserve.bundle import Bundle, ImagePreprocessing
-from tests.test_serving_support import ServerProcess, jpeg_bytes, spawn_pool
+from tests.support.clients import jpeg_bytes
+from tests.support.server import ServerOptions, ServerProcess
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(model_repo: Path) -> Iterator[ServerProcess]:
-    env = {"LUMENSERVE_GRACE_PERIOD": "5", "LUMENSERVE_EXPLAIN_MAX_CONCURRENCY": "1"}
-    with ServerProcess(model_repo, env=env) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def worker() -> Iterator[ProcessPoolExecutor]:
-    with spawn_pool() as pool:
-        yield pool
+def server_options() -> ServerOptions:
+    return ServerOptions(env={"LUMENSERVE_GRACE_PERIOD": "5", "LUMENSERVE_EXPLAIN_MAX_CONCURRENCY": "1"})
 
 
 def http_explain(server: ServerProcess, model: str, body: bytes, headers: dict[str, str]) -> httpx.Response:

@@ -17,7 +17,8 @@ import orjson
 import pytest
 
 from serving.protogen import grpc_service_pb2 as pb
-from tests.test_serving_support import ServerProcess, grpc_raw
+from tests.support.clients import grpc_raw
+from tests.support.server import ServerProcess
 
 IMAGE = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
 SHAPES = [[0, 1 << 60], [0, 1 << 31, 1 << 31], [0, (1 << 63) - 1], [1 << 31, 0, 1 << 40], [0, 3, -1, 32]]

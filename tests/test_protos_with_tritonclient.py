@@ -16,7 +16,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2 as triton_pb
 
 from serving.protogen import explain_pb2, grpc_service_pb2, grpc_service_pb2_grpc
-from tests.test_serving_support import TOKEN, ServerProcess
+from tests.support.server import TOKEN, ServerProcess
 
 IMAGE = np.random.default_rng(3).random((2, 3, 32, 32), dtype=np.float32)
 

@@ -1,6 +1,6 @@
 """One transport-neutral description of a request, sent over HTTP (httpx) or gRPC (raw stubs).
 
-gRPC calls run in a spawned worker process (see ``tests/test_serving_support.py``: our
+gRPC calls run in a spawned worker process (see ``tests/support/clients.py``: our
 ``serving.protogen`` messages and tritonclient's cannot share one process), so everything
 here is plain picklable data.
 """

@@ -1,99 +1,23 @@
-"""Helpers for the serving tests: a real ``lumenserve serve`` subprocess and a gRPC client process.
+"""Client calls for the tests that talk to a real server: tritonclient (gRPC and HTTP) and raw gRPC.
 
-Why a subprocess server and a spawned client process: tritonclient's gRPC module and our
-generated ``serving.protogen`` stubs both define the ``inference.*`` protobuf messages, and
-one Python process cannot register both (protobuf's default pool refuses duplicate symbols).
-So this test process never imports ``serving.protogen``; the server runs as its own process
-(as in production) and tritonclient's gRPC client runs in a spawned worker process.
+tritonclient's gRPC module and our generated ``serving.protogen`` stubs both define the
+``inference.*`` protobuf messages, and one Python process cannot register both (protobuf's
+default pool refuses duplicate symbols). So the gRPC calls here run in a spawned worker
+process (the ``worker`` fixture, ``spawn_pool``); the HTTP ones may run anywhere.
 """
 
 from __future__ import annotations
 
 import io
-import multiprocessing
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "test-repository-token"
-READY = re.compile(r"lumenserve ready: https?://[^:]+:(\d+) grpc=[^:]+:(\d+)")
 Inputs = dict[str, tuple[np.ndarray, str]]
-
-
-class ServerProcess:
-    """``python -m lumenserve serve`` on free ports; its output is kept in ``lines``."""
-
-    def __init__(self, repo: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.repo = repo
-        self.args = args
-        self.env = {**os.environ, "LUMENSERVE_REPOSITORY_TOKEN": TOKEN, **(env or {})}
-        self.lines: list[str] = []
-        self.http_port = self.grpc_port = 0
-        self.proc: subprocess.Popen[str] | None = None
-        self._ready = threading.Event()
-
-    def start(self, timeout: float = 120) -> ServerProcess:
-        command = [sys.executable, "-m", "lumenserve", "serve", "--repository", str(self.repo)]
-        command += ["--http-port", "0", "--grpc-port", "0", "--log-level", "warning", *self.args]
-        self.proc = subprocess.Popen(
-            command, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(timeout) or not self.http_port:
-            self.stop(signal.SIGKILL)
-            raise RuntimeError("server did not become ready:\n" + "".join(self.lines[-40:]))
-        return self
-
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            match = READY.search(line)
-            if match:
-                self.http_port, self.grpc_port = int(match.group(1)), int(match.group(2))
-                self._ready.set()
-        self._ready.set()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-
-    @property
-    def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def spawn_pool() -> ProcessPoolExecutor:
-    """One fresh interpreter for tritonclient.grpc (see the module docstring)."""
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
 
 
 def jpeg_bytes(seed: int, size: tuple[int, int] = (61, 47)) -> bytes:

@@ -1,35 +1,23 @@
-"""Helpers for the demo tests (no tests here): free ports, a real `lumenserve serve` child, report bundles."""
+"""Helpers for the demo tests: report bundles, renamed bundle copies, the demo child's environment."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 from PIL import Image, ImageDraw
 
 from lumenserve.bundle import finish_bundle, load_bundle, new_staging_dir
+from tests.support.server import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 REPORT_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>Training report</title></head>
 <body><h1>Training report: tiny-image</h1><p id="accuracy">test accuracy 0.91</p>
 <img src="curves.png" alt="curves"></body></html>
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def add_report_version(repo: Path, name: str) -> int:
@@ -69,18 +57,6 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def wait_http(url: str, timeout: float, child: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child is not None and child.poll() is not None:
-            raise RuntimeError(f"process exited with {child.returncode} before {url} answered")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout} s")
-
-
 def stop(child: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
     if child.poll() is None:
         child.send_signal(sig)
@@ -91,19 +67,3 @@ def stop(child: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: flo
             child.wait()
             raise
     return int(child.returncode)
-
-
-@contextlib.contextmanager
-def running_server(repo: Path, log: Path) -> Iterator[str]:
-    """``lumenserve serve`` on free ports until every model is ready; yields the HTTP base URL."""
-    http_port, grpc_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "lumenserve", "serve", "--repository", str(repo)]
-    cmd += ["--http-port", str(http_port), "--grpc-port", str(grpc_port)]
-    with log.open("wb") as fh:
-        child = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=fh, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{http_port}"
-    try:
-        wait_http(f"{base}/v2/health/ready", 90, child)
-        yield base
-    finally:
-        stop(child)
