@@ -1,19 +1,28 @@
-"""The explain backend of the data plane, built on the ``explain`` library.
+"""Explain in the data plane: the same guarantees as predict, and the explain library's work.
 
-``DataPlane.explain`` looks the model up, enforces the explain concurrency cap and queue
-(``explain_max_concurrency`` / ``explain_max_queue``) and records the per-method latency
-histogram; this backend does the rest:
+:class:`ExplainService` (``DataPlane.explain`` calls its :meth:`~ExplainService.explain`) holds
+the guarantees, whatever engine computes:
 
-- parses the request parameters (``method``, ``targets``, the method's parameters);
-- prepares the inputs with the model's own codecs (raw BYTES images/texts or tensors);
-- answers from a cache keyed by (model, version, input hash, method, parameters, targets),
-  counting ``lumenserve_explain_cache_total{result="hit"|"miss"}``;
-- builds the model's eager twin in the background once the server has loaded it (or on first
-  use, for models loaded later through the repository API) and checks it against the served runtime
-  (``BundleExplainer.twin_check``); a model that fails is refused with UNIMPLEMENTED;
-- runs the explanation in its own thread pool whose threads run at a lower CPU priority
-  (nice +10), so prediction threads win the cores while an explanation runs;
-- converts the result to response tensors (docs/explain.md lists them).
+- **validation** of the request parameters (``method``, ``targets``, ``png_encoding``) once,
+  before admission (:func:`parse_request`); the method's own parameters are checked by the
+  explain library, and its errors are in the one error table;
+- **admission** against explain's own queue: at most ``explain_max_concurrency`` running plus
+  ``explain_max_queue`` waiting, beyond it UNAVAILABLE/503 (``reason="queue_full"``);
+- **one concurrency cap**: the explain threads (``explain_max_concurrency`` of them, at a lower
+  CPU priority, ``explain_nice``) are the only limit on explanations running at once;
+- **a deadline** (the ``timeout`` parameter, the gRPC deadline, ``default_timeout``): an
+  explanation still queued at its deadline leaves the queue; one already running is answered
+  DEADLINE_EXCEEDED at once and its thread finishes in the background (``reason="deadline"``);
+- **cancellation**: a caller that goes away (gRPC cancel, HTTP disconnect) takes its queued
+  explanation out of the queue (``reason="cancelled"``);
+- **its own metrics**: ``lumenserve_explain_queue_depth``, ``lumenserve_explain_inflight``,
+  ``lumenserve_explain_rejected_total{reason}``, ``lumenserve_explain_duration_seconds{method}``.
+
+:class:`CaptumEngine` (the default :class:`ExplainEngine`) does the work in an explain thread:
+prepares the inputs with the model's own I/O layer (:class:`serving.model.ModelIO`), answers
+from a response cache (``lumenserve_explain_cache_total{result}``), explains with the model's
+eager twin (built and checked against the served runtime once, :class:`TwinCache`) and converts
+the result to response tensors (docs/explain.md lists them).
 """
 
 from __future__ import annotations
@@ -25,18 +34,22 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from explain.engine import BundleExplainer, ExplainResult
-from explain.errors import ExplainParameterError, UnsupportedMethodError
-from serving.errors import InvalidInput, Unimplemented
+from explain.engine import BundleExplainer, ExplainResult, ScoreParams
+from explain.methods import DEFAULT_METHOD, NOISE_TUNNEL_BASES, REGISTRY, supported_methods
+from explain.methods.noise_tunnel import NoiseTunnel
+from explain.params import MethodParams
+from explain.render import RenderParams
+from serving.errors import DeadlineExceeded, InvalidInput, Unavailable
 from serving.metrics import ServingMetrics
-from serving.model import LoadedModel
+from serving.served import ServedModel
 from serving.settings import ServingSettings
 from serving.types import InferenceRequest, InferenceResponse, Tensor
 
@@ -91,6 +104,18 @@ class ParsedRequest:
     png_base64: bool
 
 
+class ExplainEngine(Protocol):
+    """The blocking work of explanations; every call runs in an explain thread."""
+
+    def explain(self, model: ServedModel, request: InferenceRequest, parsed: ParsedRequest) -> InferenceResponse:
+        """One explanation. Raise :mod:`serving.errors` or explain library errors for clients."""
+        ...
+
+    def warm(self, model: ServedModel) -> None:
+        """Build what the model's explanations need, so the first one does not pay for it."""
+        ...
+
+
 def _lower_priority(nice: int) -> None:
     if nice <= 0:
         return
@@ -100,67 +125,179 @@ def _lower_priority(nice: int) -> None:
         log.debug("could not lower the explain thread's priority")
 
 
-class ExplainBackend:
-    def __init__(self, settings: ServingSettings, metrics: ServingMetrics | None = None) -> None:
-        self.settings = settings
+JobState = Literal["queued", "running", "done", "abandoned"]
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    state: JobState = "queued"
+
+
+class ExplainService:
+    """Explanations with admission, one cap, deadline, cancellation and their own metrics."""
+
+    def __init__(self, settings: ServingSettings, metrics: ServingMetrics, engine: ExplainEngine) -> None:
         self.metrics = metrics
+        self.engine = engine
+        self.max_running = settings.explain_max_concurrency
+        self.max_waiting = settings.explain_max_queue
         self.pool = ThreadPoolExecutor(
-            max_workers=settings.explain_max_concurrency,
+            max_workers=self.max_running,
             thread_name_prefix="explain",
             initializer=_lower_priority,
             initargs=(settings.explain_nice,),
         )
-        self.cache = ExplainCache()
-        self._explainers: dict[tuple[str, str, int], BundleExplainer] = {}
-        self._build_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._pending = 0
+        """Explanations in the explain threads' hands: queued or running (abandoned running ones too)."""
 
-    # ---- the data plane's call ----------------------------------------------------------
-    async def explain(self, model: LoadedModel, request: InferenceRequest) -> InferenceResponse:
+    async def explain(self, model: ServedModel, request: InferenceRequest, deadline: float) -> InferenceResponse:
         parsed = parse_request(request)
+        self._admit(model)
+        job = _Job()
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self.pool, self._run, job, model, request, parsed)
+        began = time.perf_counter()
+        try:
+            async with asyncio.timeout_at(deadline):  # loop.time() is time.monotonic()
+                response = await work  # cancelling it cancels a job not started yet
+            assert response is not None  # None only for a job abandoned before it ran
+        except TimeoutError:
+            where = self._abandon(job)
+            self.metrics.explain_rejected.labels(model.name, model.version, "deadline").inc()
+            raise DeadlineExceeded(f"explain deadline passed while {where}") from None
+        except asyncio.CancelledError:
+            self._abandon(job)
+            self.metrics.explain_rejected.labels(model.name, model.version, "cancelled").inc()
+            raise
+        method = str(response.parameters.get("method", "default"))
+        self.metrics.explain_seconds.labels(model.name, model.version, method).observe(time.perf_counter() - began)
+        return response
+
+    def _admit(self, model: ServedModel) -> None:
+        with self._lock:
+            if self._pending >= self.max_running + self.max_waiting:
+                self.metrics.explain_rejected.labels(model.name, model.version, "queue_full").inc()
+                raise Unavailable(
+                    f"explain queue full ({self.max_running} running, {self.max_waiting} waiting); retry later"
+                )
+            self._pending += 1
+        self.metrics.explain_queue_depth.inc()
+
+    def _abandon(self, job: _Job) -> str:
+        """The caller left: a queued job leaves the queue; a running one finishes unread."""
+        with self._lock:
+            if job.state != "queued":
+                return "running"
+            job.state = "abandoned"
+            self._pending -= 1
+        self.metrics.explain_queue_depth.dec()
+        return "queued"
+
+    def _run(
+        self, job: _Job, model: ServedModel, request: InferenceRequest, parsed: ParsedRequest
+    ) -> InferenceResponse | None:
+        """In an explain thread."""
+        with self._lock:
+            if job.state == "abandoned":
+                return None
+            job.state = "running"
+        self.metrics.explain_queue_depth.dec()
+        self.metrics.explain_inflight.inc()
+        try:
+            return self.engine.explain(model, request, parsed)
+        finally:
+            self.metrics.explain_inflight.dec()
+            with self._lock:
+                job.state = "done"
+                self._pending -= 1
+
+    def warm(self, model: ServedModel) -> None:
+        """Run the engine's preparation for ``model`` in the background (an explain thread)."""
+
+        def report(future: Future[None]) -> None:
+            if future.exception() is not None:
+                log.error("explain preparation for %s/%s failed: %r", model.name, model.version, future.exception())
+
+        self.pool.submit(self.engine.warm, model).add_done_callback(report)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class TwinCache:
+    """Each served model version's eager twin, built and checked once: the only place they are kept."""
+
+    def __init__(self) -> None:
+        self._twins: dict[tuple[str, str], tuple[int, BundleExplainer]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model: ServedModel) -> BundleExplainer:
+        key = (model.name, model.version)
+        with self._lock:
+            held = self._twins.get(key)
+            if held is not None and held[0] == id(model):
+                return held[1]
+            explainer = BundleExplainer(model.bundle)
+            check = explainer.twin_check(lambda feed: model.runtime.predict(feed)["logits"])
+            log.info(
+                "explain twin check for %s/%s: %s (max |diff| %.3g, tolerance %g)",
+                model.name,
+                model.version,
+                "ok" if check.ok else "FAILED, explain refused",
+                check.max_abs_diff,
+                check.tolerance,
+            )
+            self._twins[key] = (id(model), explainer)  # a reloaded version replaces the old twin
+            return explainer
+
+
+class CaptumEngine:
+    """Explanations with the explain library on each model's eager twin, with a response cache."""
+
+    def __init__(self, metrics: ServingMetrics | None = None) -> None:
+        self.metrics = metrics
+        self.cache = ExplainCache()
+        self.twins = TwinCache()
+
+    def warm(self, model: ServedModel) -> None:
+        self.twins.get(model)
+
+    def explain(self, model: ServedModel, request: InferenceRequest, parsed: ParsedRequest) -> InferenceResponse:
         inputs = [t for t in request.inputs if t.name != "target"]
         targets = parsed.targets if parsed.targets is not None else _target_input(request)
-        loop = asyncio.get_running_loop()
-        feed, _rows = await loop.run_in_executor(self.pool, model.prepare, inputs)
+        feed, _rows = model.io.prepare(inputs)
         key = cache_key(model, feed, parsed, targets, request)
         cached = self.cache.get(key)
-        self._count(model, "hit" if cached is not None else "miss")
+        if self.metrics is not None:
+            self.metrics.explain_cache.labels(model.name, "hit" if cached is not None else "miss").inc()
         if cached is not None:
             return InferenceResponse(
                 model.name, model.version, request.id, cached.outputs, {**cached.parameters, "explain_cache": "hit"}
             )
-        response = await loop.run_in_executor(self.pool, self._compute, model, request, feed, parsed, targets)
+        response = self._compute(model, request, feed, parsed, targets)
         self.cache.put(key, response)
         return response
 
-    def _count(self, model: LoadedModel, result: str) -> None:
-        if self.metrics is not None:
-            self.metrics.explain_cache.labels(model.name, result).inc()
-
-    # ---- work in the explain threads ----------------------------------------------------
     def _compute(
         self,
-        model: LoadedModel,
+        model: ServedModel,
         request: InferenceRequest,
         feed: dict[str, np.ndarray],
         parsed: ParsedRequest,
         targets: list[int] | None,
     ) -> InferenceResponse:
-        explainer = self.explainer_for(model)
+        explainer = self.twins.get(model)
         params = parsed.params
         if request.outputs and "render_png" not in params and not {o.name for o in request.outputs} & set(PNG_OUTPUTS):
             params = {**params, "render_png": False}  # no PNG asked for: none is drawn
-        try:
-            result = explainer.explain(
-                feed,
-                method=parsed.method,
-                targets=targets,
-                params=params,
-                images=lambda: _originals(model, request),  # decoded only if an overlay is drawn
-            )
-        except ExplainParameterError as exc:
-            raise InvalidInput(str(exc)) from None
-        except UnsupportedMethodError as exc:
-            raise Unimplemented(str(exc)) from None
+        result = explainer.explain(
+            feed,
+            method=parsed.method,
+            targets=targets,
+            params=params,
+            images=lambda: _originals(model, request),  # decoded only if an overlay is drawn
+        )
         outputs = response_tensors(result, feed, png_base64=parsed.png_base64)
         outputs = select_outputs(outputs, request)
         parameters = {
@@ -171,35 +308,43 @@ class ExplainBackend:
         }
         return InferenceResponse(model.name, model.version, request.id, outputs, parameters)
 
-    def prepare(self, model: LoadedModel) -> None:
-        """Build the eager twin and run its check in the background right after the model
-        loads, so the check happens at startup and the first explanation does not pay for it."""
 
-        def report(future: Future[BundleExplainer]) -> None:
-            if future.exception() is not None:
-                log.error("explain twin for %s/%s failed: %r", model.name, model.version, future.exception())
+# ---- the methods a model offers, as JSON Schema --------------------------------------------
+def explain_schema(model: ServedModel) -> dict[str, Any]:
+    """Per method this model can run, its parameters as JSON Schema (bounds from explain's
+    pydantic parameter models: the one source the page builds its form from)."""
+    task = model.bundle.manifest.task
+    methods = []
+    for name in supported_methods(task):
+        cls = REGISTRY[name][task]
+        parameters = _object_schema(cls.Params)
+        if cls is NoiseTunnel:
+            parameters["properties"]["base_method"] = {
+                "type": "string",
+                "enum": list(NOISE_TUNNEL_BASES),
+                "default": "saliency",
+                "description": "the method whose attributions are averaged over noisy copies",
+            }
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0]
+        methods.append({"name": name, "description": " ".join(doc.split()), "parameters": parameters})
+    return {
+        "name": model.name,
+        "version": model.version,
+        "task": task,
+        "default_method": DEFAULT_METHOD[task],
+        "methods": methods,
+        "common": {"render": _object_schema(RenderParams), "scores": _object_schema(ScoreParams)},
+    }
 
-        self.pool.submit(self.explainer_for, model).add_done_callback(report)
 
-    def explainer_for(self, model: LoadedModel) -> BundleExplainer:
-        """The model's eager twin, built and checked against the served runtime on first use."""
-        key = (model.name, model.version, id(model))
-        with self._build_lock:
-            explainer = self._explainers.get(key)
-            if explainer is None:
-                explainer = BundleExplainer(model.bundle)
-                check = explainer.twin_check(lambda feed: model.runtime.predict(feed)["logits"])
-                log.info(
-                    "explain twin check for %s/%s: %s (max |diff| %.3g, tolerance %g)",
-                    model.name,
-                    model.version,
-                    "ok" if check.ok else "FAILED, explain refused",
-                    check.max_abs_diff,
-                    check.tolerance,
-                )
-                self._explainers = {k: v for k, v in self._explainers.items() if k[:2] != key[:2]}
-                self._explainers[key] = explainer
-            return explainer
+def _object_schema(params: type[MethodParams]) -> dict[str, Any]:
+    schema = params.model_json_schema()
+    return {
+        "type": "object",
+        "properties": schema.get("properties", {}),
+        "additionalProperties": False,
+        **({"$defs": schema["$defs"]} if "$defs" in schema else {}),
+    }
 
 
 # ---- request parsing ----------------------------------------------------------------------
@@ -239,20 +384,21 @@ def _target_input(request: InferenceRequest) -> list[int] | None:
     return None
 
 
-def _originals(model: LoadedModel, request: InferenceRequest) -> list[np.ndarray] | None:
+def _originals(model: ServedModel, request: InferenceRequest) -> list[np.ndarray] | None:
     """For raw image requests: each image's center-crop region at the photo's own resolution."""
-    if model.image_codec is None:
+    codec = model.io.image_codec
+    if codec is None:
         return None
-    raw = next((t for t in request.inputs if t.name == model.raw_input), None)
+    raw = next((t for t in request.inputs if t.name == model.io.raw_input), None)
     if raw is None:
         return None
     from explain.originals import crop_region
 
-    return [crop_region(bytes(item), model.image_codec.pre) for item in raw.data.reshape(-1)]
+    return [crop_region(bytes(item), codec.pre) for item in raw.data.reshape(-1)]
 
 
 def cache_key(
-    model: LoadedModel,
+    model: ServedModel,
     feed: dict[str, np.ndarray],
     parsed: ParsedRequest,
     targets: list[int] | None,
@@ -265,9 +411,9 @@ def cache_key(
         array = np.ascontiguousarray(feed[name])
         digest.update(f"{name}:{array.dtype.str}:{array.shape}\0".encode())
         digest.update(array.data)
-    if model.image_codec is not None:  # overlays are drawn on the original photos: they count too
+    if model.io.image_codec is not None:  # overlays are drawn on the original photos: they count too
         for tensor in request.inputs:
-            if tensor.name == model.raw_input:
+            if tensor.name == model.io.raw_input:
                 for item in tensor.data.reshape(-1):
                     digest.update(len(item).to_bytes(8, "little") + bytes(item))
     wanted = [o.name for o in request.outputs] if request.outputs else None
@@ -339,7 +485,3 @@ def _nbytes(array: np.ndarray) -> int:
     if array.dtype == object:
         return sum(len(x) for x in array.reshape(-1))
     return int(array.nbytes)
-
-
-def create_explain_backend(settings: ServingSettings, metrics: ServingMetrics) -> ExplainBackend:
-    return ExplainBackend(settings, metrics)

@@ -17,12 +17,13 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
 EXPLAIN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 REJECT_REASONS = ("queue_full", "deadline", "cancelled", "draining")
+EXPLAIN_REJECT_REASONS = ("queue_full", "deadline", "cancelled")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 @dataclass
 class ModelMetrics:
-    """The children one model version's batcher and data plane touch on every request."""
+    """The children one served model version and its batcher touch on every prediction."""
 
     queue_seconds: Any
     compute_seconds: Any
@@ -95,6 +96,18 @@ class ServingMetrics:
             "Time of one explain call, by method.",
             ["model", "version", "method"],
             buckets=EXPLAIN_BUCKETS,
+            registry=r,
+        )
+        self.explain_queue_depth = Gauge(
+            "lumenserve_explain_queue_depth", "Explanations admitted and waiting for an explain thread.", registry=r
+        )
+        self.explain_inflight = Gauge(
+            "lumenserve_explain_inflight", "Explanations running in the explain threads now.", registry=r
+        )
+        self.explain_rejected = Counter(
+            "lumenserve_explain_rejected",
+            "Explanations refused or abandoned before they finished, by reason (queue_full, deadline, cancelled).",
+            ["model", "version", "reason"],
             registry=r,
         )
         self.explain_cache = Counter(

@@ -41,7 +41,7 @@ KINDS = ["grpc", "http"]
 
 @pytest.fixture(scope="module")
 def server(model_repo: Path) -> Iterator[ServerProcess]:
-    env = {"LUMENSERVE_MAX_BATCH_SIZE": "16", "LUMENSERVE_EXPLAIN_BACKEND": "", "LUMENSERVE_GRACE_PERIOD": "5"}
+    env = {"LUMENSERVE_MAX_BATCH_SIZE": "16", "LUMENSERVE_EXPLAIN": "false", "LUMENSERVE_GRACE_PERIOD": "5"}
     with ServerProcess(model_repo, env=env) as running:
         yield running
 
