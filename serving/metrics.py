@@ -17,7 +17,6 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
 EXPLAIN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 REJECT_REASONS = ("queue_full", "deadline", "cancelled", "draining")
-EXPLAIN_REJECT_REASONS = ("queue_full", "deadline", "cancelled")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 

@@ -16,8 +16,6 @@ from serving.errors import InvalidInput
 Parameters = dict[str, Any]
 Feed = dict[str, np.ndarray]
 """Model inputs or outputs by tensor name, batch first."""
-HIDDEN_OUTPUT_PARAMETERS = ("binary_data", "classification")
-"""Requested-output parameters that steer the answer and are not echoed back on its tensors."""
 
 
 @dataclass(slots=True)

@@ -93,7 +93,7 @@ class BlockingEngine:
             raise Unimplemented(f"method 'unsupported' is not supported for model {model.name!r}")
         if parsed.method != "instant":
             self.release.wait(30)
-        feed, rows = model.io.prepare(request.inputs)
+        _feed, rows = model.io.prepare(request.inputs)
         with self._lock:
             self.finished += 1
         scores = np.zeros((rows, 1), dtype=np.float32)

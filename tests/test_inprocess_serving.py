@@ -90,39 +90,43 @@ def test_classify_is_pure_and_generic_for_bugs(caplog: pytest.LogCaptureFixture)
 
 
 async def test_http_infer_and_error_table(model_repo: Path, caplog: pytest.LogCaptureFixture) -> None:
-    async with serving_stack(model_repo, ["tiny-image"], engine=BlockingEngine()) as stack:
-        async with http_client(build_app(stack.dataplane)) as client:
-            ok = await client.post("/v2/models/tiny-image/infer", json=image_body())
-            assert ok.status_code == 200
-            assert [o["name"] for o in ok.json()["outputs"]] == ["logits", "probabilities"]
-            cases = {
-                "/v2/models/nope/infer": (image_body(), 404),
-                "/v2/models/tiny-image/infer": (image_body(timeout=1), 504),
-                "/v2/models/tiny-image/versions/7/infer": (image_body(), 404),
-            }
-            for path, (body, status) in cases.items():
-                answer = await client.post(path, json=body)
-                assert answer.status_code == status, (path, answer.text)
-                assert "error" in answer.json()
-            bad = await client.post("/v2/models/tiny-image/infer", content=b"{not json")
-            assert bad.status_code == 400
-            unsupported = await client.post("/v2/models/tiny-image/explain", json=image_body(method="unsupported"))
-            assert unsupported.status_code == 501 and "not supported" in unsupported.json()["error"]
-            caplog.clear()
-            with caplog.at_level(logging.ERROR, logger="lumenserve"):
-                crash = await client.post("/v2/models/tiny-image/explain", json=image_body(method="crash"))
-            assert crash.status_code == 500 and SECRET not in crash.text
-            assert "internal error" in crash.json()["error"]
-            assert sum(SECRET in r.getMessage() or SECRET in (r.exc_text or "") for r in caplog.records) <= 1
-            assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1, "logged once, at the edge"
+    async with (
+        serving_stack(model_repo, ["tiny-image"], engine=BlockingEngine()) as stack,
+        http_client(build_app(stack.dataplane)) as client,
+    ):
+        ok = await client.post("/v2/models/tiny-image/infer", json=image_body())
+        assert ok.status_code == 200
+        assert [o["name"] for o in ok.json()["outputs"]] == ["logits", "probabilities"]
+        cases = {
+            "/v2/models/nope/infer": (image_body(), 404),
+            "/v2/models/tiny-image/infer": (image_body(timeout=1), 504),
+            "/v2/models/tiny-image/versions/7/infer": (image_body(), 404),
+        }
+        for path, (body, status) in cases.items():
+            answer = await client.post(path, json=body)
+            assert answer.status_code == status, (path, answer.text)
+            assert "error" in answer.json()
+        bad = await client.post("/v2/models/tiny-image/infer", content=b"{not json")
+        assert bad.status_code == 400
+        unsupported = await client.post("/v2/models/tiny-image/explain", json=image_body(method="unsupported"))
+        assert unsupported.status_code == 501 and "not supported" in unsupported.json()["error"]
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="lumenserve"):
+            crash = await client.post("/v2/models/tiny-image/explain", json=image_body(method="crash"))
+        assert crash.status_code == 500 and SECRET not in crash.text
+        assert "internal error" in crash.json()["error"]
+        assert sum(SECRET in r.getMessage() or SECRET in (r.exc_text or "") for r in caplog.records) <= 1
+        assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1, "logged once, at the edge"
 
 
 async def test_http_explain_methods_come_from_the_model(model_repo: Path) -> None:
-    async with serving_stack(model_repo, ["tiny-image", "tiny-text"], engine=BlockingEngine()) as stack:
-        async with http_client(build_app(stack.dataplane)) as client:
-            image = (await client.get("/v2/models/tiny-image/explain")).json()
-            text = (await client.get("/v2/models/tiny-text/versions/1/explain")).json()
-            missing = await client.get("/v2/models/nope/explain")
+    async with (
+        serving_stack(model_repo, ["tiny-image", "tiny-text"], engine=BlockingEngine()) as stack,
+        http_client(build_app(stack.dataplane)) as client,
+    ):
+        image = (await client.get("/v2/models/tiny-image/explain")).json()
+        text = (await client.get("/v2/models/tiny-text/versions/1/explain")).json()
+        missing = await client.get("/v2/models/nope/explain")
     assert missing.status_code == 404
     methods = {m["name"]: m for m in image["methods"]}
     assert image["default_method"] in methods and "grad_cam" in methods and "attention" not in methods
@@ -134,30 +138,31 @@ async def test_http_explain_methods_come_from_the_model(model_repo: Path) -> Non
 
 
 async def test_http_explain_methods_without_explain_is_501(model_repo: Path) -> None:
-    async with serving_stack(model_repo, ["tiny-image"]) as stack:
-        async with http_client(build_app(stack.dataplane)) as client:
-            assert (await client.get("/v2/models/tiny-image/explain")).status_code == 501
+    async with serving_stack(model_repo, ["tiny-image"]) as stack, http_client(build_app(stack.dataplane)) as client:
+        assert (await client.get("/v2/models/tiny-image/explain")).status_code == 501
 
 
 async def test_grpc_infer_and_error_table(model_repo: Path) -> None:
-    async with serving_stack(model_repo, ["tiny-image"], engine=BlockingEngine()) as stack:
-        async with grpc_channel(stack) as channel:
-            stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            response = await stub.ModelInfer(grpc_image_request())
-            assert [o.name for o in response.outputs] == ["logits", "probabilities"]
-            logits = np.frombuffer(response.raw_output_contents[0], dtype="<f4")
-            assert logits.size == response.outputs[0].shape[1]
-            cases = [
-                (grpc_image_request("nope"), grpc.StatusCode.NOT_FOUND),
-                (grpc_image_request(timeout=1), grpc.StatusCode.DEADLINE_EXCEEDED),
-                (grpc_image_request(timeout="soon"), grpc.StatusCode.INVALID_ARGUMENT),
-            ]
-            for request, code in cases:
-                with pytest.raises(grpc.aio.AioRpcError) as failed:
-                    await stub.ModelInfer(request)
-                assert failed.value.code() == code
-            explain = explain_pb2_grpc.ExplainServiceStub(channel)
-            for method, code in (("unsupported", grpc.StatusCode.UNIMPLEMENTED), ("crash", grpc.StatusCode.INTERNAL)):
-                with pytest.raises(grpc.aio.AioRpcError) as failed:
-                    await explain.ModelExplain(grpc_image_request(method=method))
-                assert failed.value.code() == code and SECRET not in (failed.value.details() or "")
+    async with (
+        serving_stack(model_repo, ["tiny-image"], engine=BlockingEngine()) as stack,
+        grpc_channel(stack) as channel,
+    ):
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        response = await stub.ModelInfer(grpc_image_request())
+        assert [o.name for o in response.outputs] == ["logits", "probabilities"]
+        logits = np.frombuffer(response.raw_output_contents[0], dtype="<f4")
+        assert logits.size == response.outputs[0].shape[1]
+        cases = [
+            (grpc_image_request("nope"), grpc.StatusCode.NOT_FOUND),
+            (grpc_image_request(timeout=1), grpc.StatusCode.DEADLINE_EXCEEDED),
+            (grpc_image_request(timeout="soon"), grpc.StatusCode.INVALID_ARGUMENT),
+        ]
+        for request, code in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await stub.ModelInfer(request)
+            assert failed.value.code() == code
+        explain = explain_pb2_grpc.ExplainServiceStub(channel)
+        for method, code in (("unsupported", grpc.StatusCode.UNIMPLEMENTED), ("crash", grpc.StatusCode.INTERNAL)):
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await explain.ModelExplain(grpc_image_request(method=method))
+            assert failed.value.code() == code and SECRET not in (failed.value.details() or "")
