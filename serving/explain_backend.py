@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -325,7 +326,7 @@ def explain_schema(model: ServedModel) -> dict[str, Any]:
                 "default": "saliency",
                 "description": "the method whose attributions are averaged over noisy copies",
             }
-        doc = (cls.__doc__ or "").strip().split("\n\n")[0]
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0]
         methods.append({"name": name, "description": " ".join(doc.split()), "parameters": parameters})
     return {
         "name": model.name,

@@ -132,7 +132,7 @@ async def test_http_explain_methods_come_from_the_model(model_repo: Path) -> Non
     assert image["default_method"] in methods and "grad_cam" in methods and "attention" not in methods
     n_steps = methods["integrated_gradients"]["parameters"]["properties"]["n_steps"]
     assert (n_steps["type"], n_steps["minimum"], n_steps["maximum"], n_steps["default"]) == ("integer", 2, 512, 32)
-    assert n_steps["description"]
+    assert n_steps["description"] and all(m["description"] for m in image["methods"])
     assert image["common"]["render"]["properties"]["alpha"]["maximum"] == 1.0
     assert "attention" in {m["name"] for m in text["methods"]}
 

@@ -41,7 +41,7 @@ export async function loadMethods(modelPath) {
   const response = await fetch(`${modelPath}/explain`);
   if (!response.ok) return [];
   const answer = await response.json();
-  const render = answer.task === "image" ? fields(answer.common.render, RENDER_SHOWN) : [];
+  const render = answer.task.startsWith("image") ? fields(answer.common.render, RENDER_SHOWN) : [];
   const methods = answer.methods.map((m) => ({
     name: m.name,
     label: words(m.name),
