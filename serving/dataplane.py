@@ -6,7 +6,7 @@ request's metrics, and hands the rest to one call:
 
 - predict: ``DataPlane.infer`` -> ``ServedModel.infer(request, deadline)`` (serving/served.py);
 - explain: ``DataPlane.explain`` -> ``ExplainService.explain(model, request, deadline)``
-  (serving/explain_backend.py).
+  (serving/explain_service.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import hmac
 import time
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from serving.errors import (
     InvalidInput,
@@ -26,13 +26,11 @@ from serving.errors import (
     Unimplemented,
     classify,
 )
+from serving.explain_service import ExplainService
 from serving.metrics import ServingMetrics
 from serving.repository import ModelRepository
 from serving.settings import ServingSettings
 from serving.types import InferenceRequest, InferenceResponse
-
-if TYPE_CHECKING:  # the explain service loads torch; the data plane runs without it
-    from serving.explain_backend import ExplainService
 
 EXTENSIONS = ["classification", "binary_tensor_data", "model_repository", "parameters", "lumenserve_explain"]
 
@@ -110,7 +108,7 @@ class DataPlane:
         """The explain methods this model can run, each with its parameters as JSON Schema."""
         if self.explain_service is None:
             raise Unimplemented("explain is not available on this server")
-        from serving.explain_backend import explain_schema
+        from serving.explain_backend import explain_schema  # loaded with the engine already
 
         return explain_schema(self.repository.get(name, version))
 

@@ -13,21 +13,19 @@ import logging
 import signal
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvicorn
 
 from lumenserve.bundle import BundleError
 from serving.dataplane import DataPlane
+from serving.explain_service import ExplainEngine, ExplainService
 from serving.grpc.server import build_grpc_server
 from serving.grpc.servicer import HealthTracker
 from serving.http.app import build_app
 from serving.metrics import ServingMetrics
 from serving.repository import ModelRepository
 from serving.settings import ServingSettings
-
-if TYPE_CHECKING:
-    from serving.explain_backend import ExplainEngine, ExplainService
 
 log = logging.getLogger("lumenserve.serving")
 HTTP_SETTLE_SECONDS = 0.5
@@ -43,9 +41,12 @@ def build_explain_service(
     ``settings.explain`` is off."""
     if not settings.explain:
         return None
-    from serving.explain_backend import CaptumEngine, ExplainService  # loads torch: only when explain is on
+    if engine is None:
+        from serving.explain_backend import CaptumEngine  # loads torch: only when explain is on
 
-    return ExplainService(settings, metrics, engine if engine is not None else CaptumEngine(metrics))
+        engine = CaptumEngine(metrics)
+
+    return ExplainService(settings, metrics, engine)
 
 
 class _Uvicorn(uvicorn.Server):

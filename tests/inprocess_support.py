@@ -20,7 +20,7 @@ import grpc
 import numpy as np
 
 from serving.dataplane import DataPlane
-from serving.explain_backend import ExplainService, ParsedRequest
+from serving.explain_service import ExplainService, ParsedRequest
 from serving.metrics import ServingMetrics
 from serving.repository import ModelRepository
 from serving.served import ServedModel
