@@ -27,6 +27,7 @@ COPY lumenserve ./lumenserve
 COPY training ./training
 COPY serving ./serving
 COPY explain ./explain
+COPY bench ./bench
 # The CPU extra is onnxruntime; never onnxruntime-gpu in the same environment (they share
 # one import name and the last one installed wins).
 RUN pip install ".[cpu]" \

@@ -17,6 +17,7 @@ setup:
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: setup
 	$(VENV)/bin/mypy
@@ -28,6 +29,7 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 demo: setup
@@ -40,4 +42,4 @@ protos: setup
 	$(PY) scripts/gen_protos.py
 
 clean:
-	rm -rf .lumenserve runs model_repository model_store test-artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .lumenserve runs model_repository model_store test-artifacts .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lumenserve.env import DEFAULT_GOMP_SPINCOUNT
+
 RuntimeName = Literal["onnx", "torchscript"]
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 MiB = 1 << 20
@@ -55,7 +57,7 @@ class ServingSettings(BaseSettings):
     """ONNX Runtime inter-op threads per model."""
     omp_wait_policy: Literal["PASSIVE", "ACTIVE", ""] = ""
     """OMP_WAIT_POLICY set before torch loads; "" (default) leaves it to ``gomp_spincount``."""
-    gomp_spincount: int = Field(default=10000, ge=0)
+    gomp_spincount: int = Field(default=DEFAULT_GOMP_SPINCOUNT, ge=0)
     """libgomp's GOMP_SPINCOUNT, set before torch loads when ``omp_wait_policy`` is "" and the
     environment sets neither: torch's OpenMP threads spin this many times between parallel
     regions, then sleep. 10000 (~tens of µs) keeps explanations as fast as ACTIVE (PASSIVE made

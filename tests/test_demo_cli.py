@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from lumenserve.demo import DEFAULT_RECIPES, IMAGENET_NAME, plan, recipe_bundle_name, write_samples
+from lumenserve.cli.demo import DEFAULT_RECIPES, IMAGENET_NAME, plan, recipe_bundle_name, write_samples
 from tests.test_demo_support import ROOT, child_env, copy_bundle_as, free_port, stop
 
 RERUN_BUDGET_S = 60.0  # "a rerun with bundles present starts serving in seconds" (2 shared cores: generous)

@@ -120,7 +120,13 @@ def test_dockerignore_keeps_heavy_and_private_things_out() -> None:
         "lumenserve.egg-info/PKG-INFO",
     ):
         assert ignored(path), path
-    for path in ("pyproject.toml", "README.md", "lumenserve/cli.py", "serving/protogen/__init__.py"):
+    for path in (
+        "pyproject.toml",
+        "README.md",
+        "lumenserve/cli/__init__.py",
+        "bench/runner.py",
+        "serving/protogen/__init__.py",
+    ):
         assert not ignored(path), path
 
 

@@ -106,7 +106,8 @@ def send_traffic(server: Lumenserve) -> None:
     # messages and cannot share one process (see tests/test_serving_support.py).
     import grpc
 
-    from serving.protogen import inference_pb2, inference_pb2_grpc
+    from serving.protogen import grpc_service_pb2 as inference_pb2
+    from serving.protogen import grpc_service_pb2_grpc as inference_pb2_grpc
 
     image = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)  # (batch, C, H, W)
     body = {

@@ -69,7 +69,7 @@ def grpc_explain(url: str, model: str, inputs: list[tuple[str, str, list[int], b
     """In a spawned process: ModelExplain with raw contents -> (code, details, outputs, parameters)."""
     import grpc
 
-    from serving.protogen import inference_pb2 as pb
+    from serving.protogen import grpc_service_pb2 as pb
 
     request = pb.ModelInferRequest(model_name=model)
     for key, value in params.items():

@@ -13,8 +13,8 @@ import pytest
 from serving.errors import DeadlineExceeded, InvalidInput, ModelNotFound, Unimplemented, classify
 from serving.http.app import build_app
 from serving.protogen import explain_pb2_grpc
-from serving.protogen import inference_pb2 as pb
-from serving.protogen import inference_pb2_grpc as pb_grpc
+from serving.protogen import grpc_service_pb2 as pb
+from serving.protogen import grpc_service_pb2_grpc as pb_grpc
 from serving.types import InferenceRequest, RequestedOutput, Tensor
 from tests.inprocess_support import BlockingEngine, grpc_channel, image_request, serving_stack
 

@@ -9,8 +9,8 @@ from grpc_reflection.v1alpha import reflection
 from serving.dataplane import DataPlane
 from serving.grpc.servicer import ExplainServicer, HealthTracker, InferenceServicer
 from serving.protogen import explain_pb2, explain_pb2_grpc
-from serving.protogen import inference_pb2 as pb
-from serving.protogen import inference_pb2_grpc as pb_grpc
+from serving.protogen import grpc_service_pb2 as pb
+from serving.protogen import grpc_service_pb2_grpc as pb_grpc
 from serving.settings import ServingSettings
 
 

@@ -13,10 +13,10 @@ from grpc_health.v1._async import HealthServicer
 
 from serving.dataplane import DataPlane
 from serving.errors import ServingError, classify, log_internal
-from serving.grpc.convert import from_response, repository_model_name, to_request
+from serving.grpc.convert import from_response, repository_answer, repository_model_name, to_request
 from serving.protogen import explain_pb2_grpc
-from serving.protogen import inference_pb2 as pb
-from serving.protogen import inference_pb2_grpc as pb_grpc
+from serving.protogen import grpc_service_pb2 as pb
+from serving.protogen import grpc_service_pb2_grpc as pb_grpc
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -105,7 +105,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelLoadResponse:
         name = repository_model_name(request)
         await self.dataplane.load(name, _authorization(context))
-        return pb.RepositoryModelLoadResponse(model_name=name, isLoaded=True)
+        return repository_answer(pb.RepositoryModelLoadResponse, name)
 
     @mapped_errors
     async def RepositoryModelUnload(
@@ -113,7 +113,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelUnloadResponse:
         name = repository_model_name(request)
         await self.dataplane.unload(name, _authorization(context))
-        return pb.RepositoryModelUnloadResponse(model_name=name, isUnloaded=True)
+        return repository_answer(pb.RepositoryModelUnloadResponse, name)
 
 
 class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):

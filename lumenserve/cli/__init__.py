@@ -1,8 +1,10 @@
 """The ``lumenserve`` command: one subcommand per job, imported lazily.
 
-Each subcommand lives next to the code it drives (training, serving, explain, bench)
-and is registered here by dotted path, so ``lumenserve --help`` stays fast and serving
-never imports training.
+The top layer (the layers contract in pyproject.toml): it may import every package below,
+and none of them imports it. Each subcommand lives next to the code it drives (training,
+serving, explain, bench; the demo, which drives them all, in ``lumenserve/cli/demo.py``)
+and is registered here by dotted path, so ``lumenserve --help`` stays fast and a command
+loads only its own layer.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ SUBCOMMANDS: dict[str, str] = {
     "serve": "serving.cli:serve_command",
     "train": "training.cli:train_command",
     "export": "training.cli:export_command",
-    "demo": "lumenserve.demo:demo_command",
+    "demo": "lumenserve.cli.demo:demo_command",
     "archive": "serving.torchserve.archive:archive_command",
     "explain": "explain.cli:explain_command",
-    "bench": "serving.bench.cli:bench_command",
+    "bench": "bench.cli:bench_command",
 }
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 import shutil
 import statistics
@@ -27,19 +26,17 @@ from typing import Any
 
 import numpy as np
 
+from bench.ceiling import Ceiling
+from bench.clients import LumenGrpc, LumenHttp, TorchServeHttp, is_rejection
+from bench.explain_bench import LumenExplainClient, TorchServeExplainClient, run_explain
+from bench.loadgen import LoadResult, closed_loop, fixed_rate, percentiles_ms
+from bench.machine import describe_machine
+from bench.photos import Workload, image_workload
+from bench.plan import BenchPlan
+from bench.servers import LumenProcess, TorchServeSetup, prepare_torchserve, start_lumenserve
 from lumenserve.bundle import Bundle, load_bundle
-from serving.bench.ceiling import Ceiling
-from serving.bench.clients import LumenGrpc, LumenHttp, TorchServeHttp, is_rejection
-from serving.bench.explain_bench import LumenExplainClient, TorchServeExplainClient, run_explain
-from serving.bench.loadgen import LoadResult, closed_loop, fixed_rate, percentiles_ms
-from serving.bench.machine import describe_machine
-from serving.bench.photos import Workload, image_workload
-from serving.bench.plan import BenchPlan
-from serving.bench.servers import LumenProcess, TorchServeSetup, prepare_torchserve, start_lumenserve
 from serving.runtimes import onnx_parallelism
 from serving.settings import ServingSettings
-
-TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "train_throughput.py"
 
 
 class BenchRun:
@@ -118,7 +115,7 @@ class BenchRun:
     # ---- servers ------------------------------------------------------------------------
     def start_servers(self) -> None:
         logs = self.work_dir / "logs"
-        default: dict[str, str] = {}  # the server's own default (GOMP_SPINCOUNT, see serving/settings.py)
+        default: dict[str, str] = {}  # the server's own default (apply_omp_policy("serve") in lumenserve/env.py)
         passive = {"OMP_WAIT_POLICY": "PASSIVE", "LUMENSERVE_OMP_WAIT_POLICY": "PASSIVE"}
         lumen_cold: list[float] = []
         for i in range(self.plan.cold_start_extra):
@@ -180,7 +177,7 @@ class BenchRun:
 
     def warm_explain(self) -> None:
         """One saliency explanation per lumenserve server, as a server that also explains."""
-        from serving.bench.explain_bench import CASES
+        from bench.explain_bench import CASES
 
         saliency = next(c for c in CASES if c.method == "saliency")
         for server in (self.lumen, self.lumen_passive):
@@ -322,13 +319,11 @@ class BenchRun:
 
     # ---- training -----------------------------------------------------------------------
     def training(self) -> None:
-        if not TRAIN_SCRIPT.is_file():
-            raise FileNotFoundError(f"{TRAIN_SCRIPT} not found (run from a source checkout)")
-        spec = importlib.util.spec_from_file_location("lumenserve_bench_train_throughput", TRAIN_SCRIPT)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        self.result["training"] = module.run(**self.plan.training)
+        # Imported here, after the servers have stopped: importing training applies the training
+        # OpenMP policy to os.environ, which servers started later would inherit.
+        from bench.train_throughput import run as train_throughput
+
+        self.result["training"] = train_throughput(**self.plan.training)
 
     # ---- perf_analyzer ------------------------------------------------------------------
     def perf_analyzer(self) -> None:

@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from bench.loadgen import percentiles_ms
+from bench.photos import Workload
 from lumenserve.bundle import Bundle
-from serving.bench.loadgen import percentiles_ms
-from serving.bench.photos import Workload
 from serving.codecs.classification import softmax, top_k_strings
 from serving.runtimes.onnx import OnnxRuntime
 

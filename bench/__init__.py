@@ -1,5 +1,8 @@
 """``lumenserve bench``: lumenserve against the in-process ceiling and TorchServe, in one run.
 
+A layer of its own, above ``serving`` and ``training`` (it measures both) and below the
+CLI; neither of them imports it.
+
 - ``machine.py``: the machine description stored with every result.
 - ``photos.py``: real JPEG photos and their preprocessed tensors (the server's own codec).
 - ``loadgen.py``: closed-loop and fixed-rate asyncio load, latency percentiles.
@@ -8,8 +11,7 @@
 - ``servers.py``: ``lumenserve serve`` and TorchServe as subprocesses, cold-start timing.
 - ``explain_bench.py``: Captum in-process vs lumenserve explain vs TorchServe explanations.
 - ``report.py``: targets (met/missed) and the markdown table of docs/benchmarks.md.
+- ``train_throughput.py``: our Trainer vs a bare PyTorch loop (also runs on its own).
+- ``runner.py``: one run, every section interleaved.
 - ``cli.py``: the ``lumenserve bench`` command that interleaves everything.
-
-Serving code never imports training: the training-throughput section loads
-``bench/train_throughput.py`` by path, only when it runs.
 """

@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from serving.bench.photos import Workload
+from bench.photos import Workload
 
 TOP_K = 5
 InputMode = Literal["bytes", "tensor"]

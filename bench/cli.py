@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from lumenserve.env import apply_omp_policy
+
 
 @click.command("bench")
 @click.option("--repository", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -50,20 +52,17 @@ def bench_command(
 ) -> None:
     """Benchmark a bundle: in-process ceiling, lumenserve over gRPC/HTTP, TorchServe, explain,
     cold start, overload and training throughput, interleaved in one run."""
-    # The in-process contenders (Captum, training) run with the OpenMP setting the server uses
-    # by default (GOMP_SPINCOUNT, serving/settings.py); TorchServe gets --torchserve-omp-wait-policy.
-    from serving.settings import ServingSettings
-
+    # The in-process contenders (Captum, training) run with the OpenMP policy the server uses by
+    # default (lumenserve/env.py); TorchServe gets --torchserve-omp-wait-policy.
     caller_omp = os.environ.get("OMP_WAIT_POLICY")
-    if not caller_omp:
-        os.environ.setdefault("GOMP_SPINCOUNT", str(ServingSettings.model_fields["gomp_spincount"].default))
+    apply_omp_policy("serve")
     torchserve_omp = caller_omp if ts_omp == "inherit" else ts_omp
     missing = [m for m in ("tritonclient", "aiohttp") if importlib.util.find_spec(m) is None]
     if missing:  # aiohttp (the TorchServe client) comes with tritonclient[http]
         raise click.ClickException(f"lumenserve bench needs tritonclient[grpc,http] (the dev extra); missing {missing}")
-    from serving.bench.plan import FULL, QUICK
-    from serving.bench.report import evaluate_targets, render_markdown, write_markdown
-    from serving.bench.runner import BenchRun
+    from bench.plan import FULL, QUICK
+    from bench.report import evaluate_targets, render_markdown, write_markdown
+    from bench.runner import BenchRun
 
     plan = QUICK if quick else FULL
     if rounds:

@@ -17,7 +17,6 @@ leaves a half-written bundle or a stray server behind.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import signal
 import socket
@@ -37,7 +36,7 @@ import lumenserve.env  # noqa: F401  (scratch dirs, ORT_DISABLE_TELEMETRY)
 from lumenserve.children import die_with_parent
 from lumenserve.env import lumenserve_home
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RECIPES = (PROJECT_ROOT / "configs/fashion-mobilenetv2.yaml", PROJECT_ROOT / "configs/sentiment-minilm.yaml")
 IMAGENET_NAME = "imagenet-mobilenetv2"
 STATIC_DIR = PROJECT_ROOT / "serving" / "static"
@@ -174,29 +173,23 @@ def setup_problems(steps: list[Step], host: str, ports: tuple[int, ...]) -> list
 
 
 # ---------- sample images for the page ----------
-def _read_idx(path: Path) -> tuple[bytes, int]:
-    with gzip.open(path, "rb") as fh:
-        data = fh.read()
-    return data, int.from_bytes(data[4:8], "big")
-
-
 def write_samples(dest: Path) -> list[dict[str, str]]:
     """A few images for the page's sample strip, plus ``index.json`` listing them."""
     from PIL import Image
 
     from lumenserve import assets
+    from training.data.idx import read_idx
 
     dest.mkdir(parents=True, exist_ok=True)
     index: list[dict[str, str]] = []
     with contextlib.suppress(assets.AssetError):
         fmnist = assets.fashion_mnist_dir()
-        images, _ = _read_idx(fmnist / "t10k-images-idx3-ubyte.gz")
-        labels, count = _read_idx(fmnist / "t10k-labels-idx1-ubyte.gz")
+        images = read_idx(fmnist / "t10k-images-idx3-ubyte.gz")  # (N, 28, 28) uint8
+        labels = read_idx(fmnist / "t10k-labels-idx1-ubyte.gz")  # (N,) uint8
         for wanted in SAMPLE_FASHION_CLASSES:
-            i = next(k for k in range(count) if labels[8 + k] == wanted)  # first test image of the class
-            pixels = images[16 + i * 784 : 16 + (i + 1) * 784]  # one 28x28 uint8 image
+            i = labels.tolist().index(wanted)  # first test image of the class
             file = f"fashion-{i}.png"
-            Image.frombytes("L", (28, 28), pixels).save(dest / file, optimize=True)
+            Image.fromarray(images[i]).save(dest / file, optimize=True)
             caption = f"Fashion-MNIST: {FASHION_CLASSES[wanted]}"
             index.append({"file": file, "caption": caption, "source": "Fashion-MNIST test set (MIT)"})
     with contextlib.suppress(ImportError):

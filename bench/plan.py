@@ -25,7 +25,7 @@ class BenchPlan:
     torchserve_batch_size: int = 8
     torchserve_max_batch_delay_ms: int = 5
     training: dict[str, Any] = field(default_factory=lambda: {"rounds": 3})
-    """Keyword arguments for bench/train_throughput.py's ``run``."""
+    """Keyword arguments for ``bench.train_throughput.run``."""
 
 
 FULL = BenchPlan()

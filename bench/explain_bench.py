@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.photos import Workload
 from lumenserve.bundle import Bundle, TorchvisionArchitecture
-from serving.bench.photos import Workload
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,8 @@ class LumenExplainClient:
     """gRPC ModelExplain with the raw JPEG as a BYTES ``image`` input.
 
     The request and response are OIP v2 ``ModelInferRequest`` / ``ModelInferResponse``; the
-    messages come from tritonclient (the load generator), because its ``inference`` package
-    and ``serving.protogen``'s cannot both be registered in one process."""
+    messages come from tritonclient (the load generator's own; byte-identical to
+    ``serving.protogen``'s)."""
 
     METHOD = "/lumenserve.explain.ExplainService/ModelExplain"
 
