@@ -19,7 +19,7 @@ import logging
 import sys
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,9 +28,11 @@ from explain.methods import DEFAULT_METHOD, NOISE_TUNNEL_BASES, REGISTRY, suppor
 from explain.methods.noise_tunnel import NoiseTunnel
 from explain.params import MethodParams
 from explain.render import RenderParams
+from lumenserve.bundle import Bundle
 from serving.errors import InvalidInput
 from serving.explain_service import ParsedRequest
 from serving.metrics import ServingMetrics
+from serving.runtimes import Runtime
 from serving.served import ServedModel
 from serving.types import InferenceRequest, InferenceResponse, Tensor
 
@@ -73,6 +75,15 @@ class ExplainCache:
                 self._bytes -= dropped
 
 
+class TwinSource(Protocol):
+    """What an eager twin is built from and checked against (a served model, the TorchServe model)."""
+
+    name: str
+    version: str
+    bundle: Bundle
+    runtime: Runtime
+
+
 class TwinCache:
     """Each served model version's eager twin, built and checked once: the only place they are kept."""
 
@@ -80,7 +91,8 @@ class TwinCache:
         self._twins: dict[tuple[str, str], tuple[int, BundleExplainer]] = {}
         self._lock = threading.Lock()
 
-    def get(self, model: ServedModel) -> BundleExplainer:
+    def get(self, model: TwinSource) -> BundleExplainer:
+        """The twin of ``model``, built and checked against its runtime on first use (blocking)."""
         key = (model.name, model.version)
         with self._lock:
             held = self._twins.get(key)

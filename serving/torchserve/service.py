@@ -7,9 +7,10 @@ I/O layer as ``lumenserve serve``), the per-row feeds are joined by the batcher'
 back into one JSON object per row (top-k by :func:`serving.codecs.classification.top_k`). A bad row
 gets its own error status; the other rows of the batch are still answered.
 
-Explanations go through :class:`explain.engine.BundleExplainer` (built on first use, after
-its twin check against the served runtime); rows asking for the same method and
-parameters are explained in one call, each with its own target.
+Explanations go through the bundle's eager twin from the server's own
+:class:`serving.explain_backend.TwinCache` (built on first use, after its twin check against
+the served runtime); rows asking for the same method and parameters are explained in one
+call, each with its own target.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ class TorchServeModel:
         self.io, self.runtime = load_parts(bundle, settings)
         self.labels = self.io.labels
         self.task = bundle.manifest.task
-        self._explainer: Any = None
+        self.name = bundle.name
+        self.version = str(bundle.version)
+        self._twins: Any = None
 
     @classmethod
     def from_model_dir(cls, model_dir: Path, *, device: str = "cpu") -> TorchServeModel:
@@ -170,15 +173,11 @@ class TorchServeModel:
     # ---- explanations --------------------------------------------------------------------
     def explainer(self) -> Any:
         """The bundle's eager twin, checked against the served runtime once (refuses on mismatch)."""
-        if self._explainer is None:
-            from explain.engine import BundleExplainer
+        if self._twins is None:
+            from serving.explain_backend import TwinCache  # loads torch: only once a row asks to explain
 
-            explainer = BundleExplainer(self.bundle)
-            check = explainer.twin_check(lambda feed: self.runtime.predict(feed)["logits"])
-            if not check.ok:
-                log.warning("explanations disabled: %s", check.detail)
-            self._explainer = explainer
-        return self._explainer
+            self._twins = TwinCache()
+        return self._twins.get(self)
 
     def _explain(
         self,
