@@ -22,7 +22,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 @dataclass
 class ModelMetrics:
-    """The children one model version's batcher and data plane touch on every request."""
+    """The children one served model version and its batcher touch on every prediction."""
 
     queue_seconds: Any
     compute_seconds: Any
@@ -95,6 +95,18 @@ class ServingMetrics:
             "Time of one explain call, by method.",
             ["model", "version", "method"],
             buckets=EXPLAIN_BUCKETS,
+            registry=r,
+        )
+        self.explain_queue_depth = Gauge(
+            "lumenserve_explain_queue_depth", "Explanations admitted and waiting for an explain thread.", registry=r
+        )
+        self.explain_inflight = Gauge(
+            "lumenserve_explain_inflight", "Explanations running in the explain threads now.", registry=r
+        )
+        self.explain_rejected = Counter(
+            "lumenserve_explain_rejected",
+            "Explanations refused or abandoned before they finished, by reason (queue_full, deadline, cancelled).",
+            ["model", "version", "reason"],
             registry=r,
         )
         self.explain_cache = Counter(

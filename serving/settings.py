@@ -92,13 +92,14 @@ class ServingSettings(BaseSettings):
     """PEM certificate for TLS on both transports (with tls_key)."""
     tls_key: Path | None = None
     """PEM private key for TLS on both transports."""
-    explain_backend: str = "serving.explain_backend"
-    """Module providing the explain backend (``create_explain_backend`` or ``ExplainBackend``);
-    empty disables explain (UNIMPLEMENTED/501)."""
+    explain: bool = True
+    """Serve explanations (the explain library, on each model's eager twin); false answers every
+    explain call UNIMPLEMENTED/501 and the server never loads torch for it."""
     explain_max_concurrency: int = Field(default=1, ge=1)
-    """Explanations computed at once (explain has its own cap so predictions keep flowing)."""
+    """Explanations computed at once: the number of explain threads, the only cap (explain has
+    its own, so predictions keep flowing)."""
     explain_max_queue: int = Field(default=16, ge=0)
-    """Explanations allowed to wait for a slot; beyond it UNAVAILABLE/503."""
+    """Explanations allowed to wait for an explain thread; beyond it UNAVAILABLE/503."""
     explain_nice: int = Field(default=10, ge=0, le=19)
     """How much lower the explain threads' CPU priority is than the predictions' (Linux nice).
     10 keeps predictions flowing during explanations; 0 gives explanations full speed on a host

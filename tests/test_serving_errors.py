@@ -1,8 +1,7 @@
 """Every row of protocol.md's error table, over gRPC and HTTP, against a real server process.
 
-This module doubles as the server's explain backend (``LUMENSERVE_EXPLAIN_BACKEND``): it
-answers UNIMPLEMENTED for method "unsupported" and crashes for method "crash", which must
-leave as a generic INTERNAL with the details only in the server log.
+The explain rows (UNIMPLEMENTED, a crash answered as a generic INTERNAL and logged once) run
+in-process with an injected engine: tests/test_inprocess_serving.py.
 """
 
 from __future__ import annotations
@@ -17,24 +16,7 @@ import pytest
 from tests.support.clients import grpc_raw, grpc_repository, triton_status
 from tests.support.server import TOKEN, ServerOptions, ServerProcess
 
-SECRET = "secret-detail-8842"
 GOOD = np.zeros((1, 3, 32, 32), dtype=np.float32)
-
-
-class CrashingExplainBackend:
-    """A real pluggable backend for the explain hook whose failures are the point."""
-
-    async def explain(self, model: Any, request: Any) -> Any:
-        from serving.errors import Unimplemented
-
-        method = request.parameters.get("method")
-        if method == "crash":
-            raise RuntimeError(SECRET)
-        raise Unimplemented(f"method {method!r} is not supported for model {model.name!r}")
-
-
-def create_explain_backend() -> CrashingExplainBackend:
-    return CrashingExplainBackend()
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +26,7 @@ def server_options() -> ServerOptions:
         "LUMENSERVE_MAX_BATCH_SIZE": "4",
         "LUMENSERVE_MAX_QUEUE_DELAY": "0.02",
         "LUMENSERVE_MAX_MESSAGE_SIZE": str(1 << 20),
-        "LUMENSERVE_EXPLAIN_BACKEND": "tests.test_serving_errors",
+        "LUMENSERVE_EXPLAIN": "false",
     }
     return ServerOptions(("--models", "tiny-image"), env)
 
@@ -134,31 +116,6 @@ def test_deadline_exceeded(kind: str, server: ServerProcess, worker: ProcessPool
     code, message = status(kind, server, worker, "tiny-image", {"input": (GOOD, "FP32")},
                            timeout=1)  # fmt: skip
     assert code == EXPECTED["deadline"][kind == "http"] and "deadline" in message
-
-
-def _explain_http(server: ServerProcess, method: str) -> httpx.Response:
-    body = {"parameters": {"method": method}, "inputs": [{"name": "input", "datatype": "FP32",
-            "shape": [1, 3, 32, 32], "data": GOOD.ravel().tolist()}]}  # fmt: skip
-    return httpx.post(f"http://{server.http_url}/v2/models/tiny-image/explain", json=body)
-
-
-def _explain_grpc(server: ServerProcess, worker: ProcessPoolExecutor, method: str) -> tuple[str, str]:
-    from tests.support.clients import grpc_explain
-
-    code, details = worker.submit(grpc_explain, server.grpc_url, "tiny-image", GOOD, method).result(60)
-    return code, details
-
-
-def test_unimplemented_and_internal_on_both_transports(server: ServerProcess, worker: ProcessPoolExecutor) -> None:
-    answer = _explain_http(server, "unsupported")
-    assert answer.status_code == 501 and "not supported" in answer.json()["error"]
-    code, details = _explain_grpc(server, worker, "unsupported")
-    assert code == "UNIMPLEMENTED" and "not supported" in details
-    answer = _explain_http(server, "crash")
-    assert answer.status_code == 500 and SECRET not in answer.text and "internal error" in answer.json()["error"]
-    code, details = _explain_grpc(server, worker, "crash")
-    assert code == "INTERNAL" and SECRET not in details
-    server.wait_for_line(SECRET)  # the details belong in the server log
 
 
 def test_guarded_api_codes(server: ServerProcess, worker: ProcessPoolExecutor) -> None:

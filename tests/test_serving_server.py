@@ -31,7 +31,7 @@ KINDS = ["grpc", "http"]
 
 @pytest.fixture(scope="module")
 def server_options() -> ServerOptions:
-    env = {"LUMENSERVE_MAX_BATCH_SIZE": "16", "LUMENSERVE_EXPLAIN_BACKEND": "", "LUMENSERVE_GRACE_PERIOD": "5"}
+    env = {"LUMENSERVE_MAX_BATCH_SIZE": "16", "LUMENSERVE_EXPLAIN": "false", "LUMENSERVE_GRACE_PERIOD": "5"}
     return ServerOptions(env=env)
 
 

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 from serving.dataplane import DataPlane
-from serving.errors import ServingError, status_of
+from serving.errors import ServingError, classify, log_internal
 from serving.grpc.convert import from_response, repository_answer, repository_model_name, to_request
 from serving.protogen import explain_pb2_grpc
 from serving.protogen import grpc_service_pb2 as pb
@@ -21,6 +21,15 @@ from serving.protogen import grpc_service_pb2_grpc as pb_grpc
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+
+
+async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, where: str) -> None:
+    """The gRPC adapter of the error table: abort with the table's code and message; an
+    internal error's details go to the log here, once. Raises (``context.abort`` does)."""
+    classified = classify(exc)
+    if classified.internal:
+        log_internal(exc, where)
+    await context.abort(classified.grpc_code, classified.message)
 
 
 def mapped_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
@@ -32,11 +41,10 @@ def mapped_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
             return await method(self, request, context)
         except asyncio.CancelledError:
             raise
+        except grpc.aio.AbortError:
+            raise
         except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            _, code, message = status_of(exc)
-            await context.abort(code, message)
+            await abort_with(context, exc, f"gRPC {method.__name__}")
             raise  # unreachable: abort raises
 
     return wrapper
