@@ -30,9 +30,12 @@ def sensitivity_max_image(
 ) -> torch.Tensor:
     """(batch,) max-sensitivity of ``explain_fn`` around each item."""
 
-    def explanation(x: torch.Tensor, target: list[int] | torch.Tensor) -> torch.Tensor:
+    def explanation(
+        x: torch.Tensor | tuple[torch.Tensor, ...], target: list[int] | torch.Tensor
+    ) -> tuple[torch.Tensor]:
+        image = x[0] if isinstance(x, tuple) else x  # Captum passes its inputs as a tuple
         rows = target.tolist() if isinstance(target, torch.Tensor) else list(target)
-        return explain_fn(x.detach(), [int(t) for t in rows])
+        return (explain_fn(image.detach(), [int(t) for t in rows]),)  # a tuple, as Captum iterates it
 
     torch.manual_seed(seed)  # Captum draws the perturbations from the global generator
     scores = captum_sensitivity_max(
