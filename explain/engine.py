@@ -107,14 +107,22 @@ def parse_methods(method: str | Sequence[str] | None, default: str) -> list[str]
 
 
 class BundleExplainer:
-    def __init__(self, bundle: Bundle, *, memory_budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        memory_budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        eager_model: torch.nn.Module | None = None,
+    ) -> None:
+        """``eager_model``: the model to explain instead of the one rebuilt from the bundle (which
+        still gives the labels, preprocessing and tokenizer), e.g. one already in memory."""
         self.bundle = bundle
         manifest = bundle.manifest
         self.task = manifest.task
         self.labels = manifest.labels
         self.refusal: str | None = None
         self.tokenizer: Any = None
-        hf_or_cnn = build_eager_model(bundle)
+        hf_or_cnn = build_eager_model(bundle) if eager_model is None else eager_model.eval()
         model: torch.nn.Module
         if self.task == TEXT:
             self.tokenizer = load_tokenizer(bundle)

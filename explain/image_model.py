@@ -53,13 +53,14 @@ class VisionTransformer:
     def patches(self) -> int:
         return self.grid[0] * self.grid[1]
 
-    def attentions(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits (batch, classes), attention (batch, layers, heads, tokens, tokens)), in the graph."""
+    def attentions(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """(logits (batch, classes), one (batch, heads, tokens, tokens) map per layer), in the graph
+        (stack them after taking gradients: the stacked copy is not what the logits depend on)."""
         ensure_eager_attention(self.hf)
         out = self.hf(pixel_values=pixel_values, output_attentions=True)
         if not out.attentions:
             raise UnsupportedMethodError(f"{type(self.hf).__name__} returned no attention maps")
-        return out.logits, torch.stack(out.attentions, dim=1)
+        return out.logits, tuple(out.attentions)
 
     def patch_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., tokens) per-token values -> (..., h, w) on the patch grid (prefix tokens dropped)."""

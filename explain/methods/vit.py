@@ -66,7 +66,8 @@ class VitAttention(VitExplainer):
 
     def _explain(self, inputs: Any, targets: list[int], params: AttentionParams) -> Explanation:
         with torch.no_grad():
-            _, attention = self.vit.attentions(inputs.detach())  # (batch, layers, heads, tokens, tokens)
+            _, maps = self.vit.attentions(inputs.detach())
+        attention = torch.stack(maps, dim=1)  # (batch, layers, heads, tokens, tokens)
         rollout = attention_rollout(attention, params.head_fusion)  # (batch, tokens, tokens)
         grid = self.vit.patch_tokens(rollout[:, 0, :])  # (batch, h, w)
         per_head = self.vit.patch_tokens(attention[:, :, :, 0, :])  # (batch, layers, heads, h, w)
@@ -91,10 +92,11 @@ class GradientRollout(VitExplainer):
 
     def _explain(self, inputs: Any, targets: list[int], params: GradientRolloutParams) -> Explanation:
         with torch.enable_grad():
-            logits, attention = self.vit.attentions(inputs)  # (batch, classes), (batch, L, H, T, T)
+            logits, maps = self.vit.attentions(inputs)  # (batch, classes), L x (batch, H, T, T)
             chosen = logits[torch.arange(len(targets)), torch.tensor(targets)].sum()
-            (grads,) = torch.autograd.grad(chosen, attention)  # (batch, L, H, T, T)
-        weighted = (grads * attention).clamp(min=0).mean(dim=2).detach()  # (batch, L, T, T)
+            grads = torch.stack(torch.autograd.grad(chosen, maps), dim=1)  # (batch, L, H, T, T)
+        attention = torch.stack(maps, dim=1).detach()  # (batch, L, H, T, T)
+        weighted = (grads * attention).clamp(min=0).mean(dim=2)  # (batch, L, T, T)
         tokens = weighted.shape[-1]
         relevance = torch.eye(tokens).expand(len(inputs), tokens, tokens).clone()  # (batch, T, T)
         for layer in range(weighted.shape[1]):
