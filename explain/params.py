@@ -17,6 +17,20 @@ from explain.errors import ExplainParameterError
 
 P = TypeVar("P", bound=BaseModel)
 
+SCORE_NAMES = (
+    "deletion_auc",
+    "insertion_auc",
+    "road_morf",
+    "road_lerf",
+    "comprehensiveness",
+    "sufficiency",
+    "infidelity",
+    "sensitivity_max",
+)
+"""Every score's name, the same for every method (and the item field that carries it)."""
+HIGHER_IS_BETTER = frozenset({"insertion_auc", "road_lerf", "comprehensiveness"})
+"""The scores where a larger value means a more faithful explanation (the others: smaller)."""
+
 
 class MethodParams(BaseModel):
     """Base of every method's parameter model (unknown names are an error)."""

@@ -27,8 +27,9 @@ from explain.faithfulness.curves import (
 from explain.faithfulness.eraser import AOPC_BINS, AopcScores, aopc_text
 from explain.faithfulness.infidelity import INFIDELITY_STD, infidelity_image
 from explain.faithfulness.road import ROAD_NOISE, RoadScores, linear_impute, road_image
-from explain.faithfulness.scores import HIGHER_IS_BETTER, SCORE_NAMES, check_applies, score_batch
+from explain.faithfulness.scores import check_applies, score_batch
 from explain.faithfulness.sensitivity import sensitivity_max_image
+from explain.params import HIGHER_IS_BETTER, SCORE_NAMES
 
 __all__ = [
     "AOPC_BINS",

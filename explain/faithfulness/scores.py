@@ -16,22 +16,8 @@ from explain.faithfulness.eraser import aopc_text
 from explain.faithfulness.infidelity import infidelity_image
 from explain.faithfulness.road import road_image
 from explain.faithfulness.sensitivity import ExplainFn, sensitivity_max_image
-from explain.params import ScoreParams
+from explain.params import SCORE_NAMES, ScoreParams
 from explain.text_model import TextClassifier
-
-SCORE_NAMES = (
-    "deletion_auc",
-    "insertion_auc",
-    "road_morf",
-    "road_lerf",
-    "comprehensiveness",
-    "sufficiency",
-    "infidelity",
-    "sensitivity_max",
-)
-"""Every score's name, the same for every method (and the item field that carries it)."""
-HIGHER_IS_BETTER = frozenset({"insertion_auc", "road_lerf", "comprehensiveness"})
-"""The scores where a larger value means a more faithful explanation (the others: smaller)."""
 
 
 def check_applies(p: ScoreParams, *, text: bool) -> None:
