@@ -247,11 +247,12 @@ class BundleExplainer:
         if images is not None and len(images) != len(batch):
             raise ExplainParameterError(f"{len(images)} original images for {len(batch)} items")
         logits = self._logits(batch)  # (batch, classes): the one prediction pass
+        shared: dict[str, torch.Tensor] = {}  # what every method's scores reuse
         results = []
         for name, explainer in explainers.items():
             kwargs = per_method[name]
             explanation: Explanation = explainer.explain(batch, targets, logits=logits, **kwargs)
-            scores = self._scores(batch, logits, explanation, score_p, explainer, kwargs)
+            scores = self._scores(batch, logits, explanation, score_p, explainer, kwargs, shared)
             items = self._items(batch, logits, explanation, scores, render_p, images)
             used = explanation.params | score_p.model_dump()
             if self.task == IMAGE:
@@ -272,13 +273,14 @@ class BundleExplainer:
         score_p: ScoreParams,
         explainer: Any,
         kwargs: dict[str, Any],
+        shared: dict[str, torch.Tensor],
     ) -> dict[str, torch.Tensor]:
         def again(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
             return explainer.explain(x, rows, **kwargs).attributions.detach()  # type: ignore[no-any-return]
 
         attributions = explanation.attributions.detach().float()
         return faithfulness.score_batch(
-            self.model, batch, attributions, explanation.targets, logits, score_p, explain_fn=again
+            self.model, batch, attributions, explanation.targets, logits, score_p, explain_fn=again, shared=shared
         )
 
     def _explainer(self, name: str, base_method: str | None) -> Any:

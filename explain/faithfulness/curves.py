@@ -69,6 +69,13 @@ def _rank(scores: torch.Tensor, eligible: torch.Tensor, steps: int) -> torch.Ten
     return rank[:, None, :] >= removed[:, :, None]  # (batch, steps + 1, n)
 
 
+def all_removed_logits(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The model's logits (1, classes) on the image with every pixel removed (all zeros), the same
+    for every item and every method: the end of each deletion curve, the start of each insertion curve."""
+    with torch.no_grad():
+        return model(torch.zeros(1, *inputs.shape[1:], dtype=inputs.dtype))  # type: ignore[no-any-return]
+
+
 def run_chunked(fn: Callable[[slice], torch.Tensor], total: int, chunk: int) -> torch.Tensor:
     return torch.cat([fn(slice(i, min(i + chunk, total))) for i in range(0, total, chunk)])
 
@@ -83,8 +90,9 @@ def _image_curve(
     insertion: bool,
     batch_size: int,
     logits: torch.Tensor | None,
+    empty_logits: torch.Tensor | None = None,
 ) -> DeletionCurve:
-    b, c, h, w = inputs.shape  # (batch, C, H, W)
+    b, _, h, w = inputs.shape  # (batch, C, H, W)
     scores = attributions.detach().sum(dim=1).reshape(b, h * w)  # (batch, H*W)
     keep = _rank(scores, torch.ones_like(scores, dtype=torch.bool), steps)  # (batch, steps+1, H*W)
     present = ~keep if insertion else keep  # insertion: the top-ranked pixels are the ones present
@@ -99,7 +107,9 @@ def _image_curve(
 
     with torch.no_grad():
         original = target_probability(model(inputs) if logits is None else logits, target_t)  # (batch,)
-        empty = model(torch.zeros(1, c, h, w, dtype=inputs.dtype)).expand(b, -1)  # (batch, classes)
+        empty = (all_removed_logits(model, inputs) if empty_logits is None else empty_logits.reshape(1, -1)).expand(
+            b, -1
+        )  # (batch, classes)
         nothing = target_probability(empty, target_t)  # (batch,)
         middle = run_chunked(run, b * (steps - 1), batch_size).reshape(b, steps - 1)  # (batch, steps-1)
     first, last = (nothing, original) if insertion else (original, nothing)
@@ -116,11 +126,21 @@ def deletion_curve_image(
     steps: int = 10,
     batch_size: int = 64,
     logits: torch.Tensor | None = None,
+    empty_logits: torch.Tensor | None = None,
 ) -> DeletionCurve:
     """inputs (batch, C, H, W); attributions (batch, C or 1, H, W); ``logits`` (batch, classes):
-    the model's answer on the untouched ``inputs`` if the caller has it (the curve's first point)."""
+    the model's answer on the untouched ``inputs`` if the caller has it (the curve's first point);
+    ``empty_logits`` (1, classes): :func:`all_removed_logits` if the caller has it (the last point)."""
     return _image_curve(
-        model, inputs, attributions, targets, steps=steps, insertion=False, batch_size=batch_size, logits=logits
+        model,
+        inputs,
+        attributions,
+        targets,
+        steps=steps,
+        insertion=False,
+        batch_size=batch_size,
+        logits=logits,
+        empty_logits=empty_logits,
     )
 
 
@@ -133,11 +153,20 @@ def insertion_curve_image(
     steps: int = 10,
     batch_size: int = 64,
     logits: torch.Tensor | None = None,
+    empty_logits: torch.Tensor | None = None,
 ) -> DeletionCurve:
     """Like :func:`deletion_curve_image`, inserting the most attributed pixels first into the
     all-zero image; ``logits`` stand in for the curve's last point."""
     return _image_curve(
-        model, inputs, attributions, targets, steps=steps, insertion=True, batch_size=batch_size, logits=logits
+        model,
+        inputs,
+        attributions,
+        targets,
+        steps=steps,
+        insertion=True,
+        batch_size=batch_size,
+        logits=logits,
+        empty_logits=empty_logits,
     )
 
 

@@ -7,6 +7,7 @@ import torch
 from explain.errors import ExplainParameterError
 from explain.explanation import TextInputs
 from explain.faithfulness.curves import (
+    all_removed_logits,
     deletion_curve_image,
     deletion_curve_text,
     insertion_curve_image,
@@ -39,9 +40,12 @@ def score_batch(
     p: ScoreParams,
     *,
     explain_fn: ExplainFn | None = None,
+    shared: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The selected scores, each (batch,). ``logits`` (batch, classes) are the prediction pass on
-    ``batch``; ``explain_fn`` re-runs the method (needed only for ``sensitivity_max``)."""
+    ``batch``; ``explain_fn`` re-runs the method (needed only for ``sensitivity_max``);
+    ``shared`` keeps what every method scored on the same batch reuses (the all-removed image's
+    logits): pass the same dict for each method of one request."""
     out: dict[str, torch.Tensor] = {}
     if isinstance(batch, TextInputs):
         check_applies(p, text=True)
@@ -56,11 +60,19 @@ def score_batch(
             out["comprehensiveness"], out["sufficiency"] = aopc.comprehensiveness, aopc.sufficiency
         return out
     check_applies(p, text=False)
+    shared = {} if shared is None else shared
+    if (p.deletion_steps or p.insertion_steps) and "all_removed_logits" not in shared:
+        shared["all_removed_logits"] = all_removed_logits(model, batch)  # (1, classes)
+    empty = shared.get("all_removed_logits")
     if p.deletion_steps:
-        curve = deletion_curve_image(model, batch, attributions, targets, steps=p.deletion_steps, logits=logits)
+        curve = deletion_curve_image(
+            model, batch, attributions, targets, steps=p.deletion_steps, logits=logits, empty_logits=empty
+        )
         out["deletion_auc"] = curve.auc
     if p.insertion_steps:
-        curve = insertion_curve_image(model, batch, attributions, targets, steps=p.insertion_steps, logits=logits)
+        curve = insertion_curve_image(
+            model, batch, attributions, targets, steps=p.insertion_steps, logits=logits, empty_logits=empty
+        )
         out["insertion_auc"] = curve.auc
     if p.road_steps:
         road = road_image(model, batch, attributions, targets, steps=p.road_steps)
