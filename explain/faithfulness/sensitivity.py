@@ -43,7 +43,7 @@ def sensitivity_max_image(
         inputs.detach(),
         perturb_radius=perturb_radius,
         n_perturb_samples=n_perturb_samples,
-        max_examples_per_batch=max(n_perturb_samples, batch_size),
+        max_examples_per_batch=min(len(inputs) * n_perturb_samples, max(len(inputs), batch_size)),
         target=list(targets),
     )  # (batch,)
     return scores.detach()
