@@ -30,6 +30,8 @@ SCORE_NAMES = (
 """Every score's name, the same for every method (and the item field that carries it)."""
 HIGHER_IS_BETTER = frozenset({"insertion_auc", "road_lerf", "comprehensiveness"})
 """The scores where a larger value means a more faithful explanation (the others: smaller)."""
+IMAGE_ONLY_SCORES = frozenset({"road_morf", "road_lerf", "infidelity", "sensitivity_max"})
+TEXT_ONLY_SCORES = frozenset({"comprehensiveness", "sufficiency"})
 
 
 class MethodParams(BaseModel):
@@ -146,11 +148,7 @@ def method_schemas(kind: str, has_eager: bool, *, vision_transformer: bool = Fal
         frozenset(ScoreParams.model_fields) - (image_only if text else TEXT_ONLY_SCORE_PARAMS),
     )
     render_fields = field_schemas(RenderParams, frozenset({"render_png"}) if text else None)
-    scores = (
-        ["deletion_auc", "insertion_auc", "comprehensiveness", "sufficiency"]
-        if text
-        else ["deletion_auc", "insertion_auc", "road_morf", "road_lerf", "infidelity", "sensitivity_max"]
-    )
+    scores = [n for n in SCORE_NAMES if n not in (IMAGE_ONLY_SCORES if text else TEXT_ONLY_SCORES)]
     out: dict[str, dict[str, Any]] = {}
     for name, cls in method_classes("text-classification" if text else "image-classification", vision_transformer):
         if cls.gradients and not has_eager:
