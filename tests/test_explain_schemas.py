@@ -43,7 +43,8 @@ def test_image_schemas_carry_bounds_defaults_and_outputs() -> None:
 
 def test_text_vit_and_runtime_only_listings() -> None:
     text = method_schemas("text", True)
-    assert list(text) == ["attention", "integrated_gradients", "layer_integrated_gradients"]
+    assert list(text) == ["attention", "integrated_gradients", "layer_integrated_gradients", "occlusion"]
+    assert text["occlusion"]["gradients"] is False
     props = text["integrated_gradients"]["parameters"]["properties"]
     assert "aopc" in props and "road_steps" not in props and "colormap" not in props and "render_png" in props
     assert {"attention_grid_png", "rollout_png"} <= set(text["attention"]["outputs"])
@@ -52,7 +53,7 @@ def test_text_vit_and_runtime_only_listings() -> None:
     assert vit["grad_cam"]["parameters"]["properties"]["layer"]["type"] == ["string", "null"]
     # without eager weights only the gradient-free methods remain
     assert list(method_schemas("image", False)) == ["occlusion"]
-    assert list(method_schemas("text", False)) == ["attention"]
+    assert list(method_schemas("text", False)) == ["attention", "occlusion"]
     assert set(REGISTRY) <= set(method_schemas("image", True)) | set(text)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -15,6 +13,7 @@ from explain.methods.integrated_gradients import IntegratedGradients
 from explain.methods.saliency import Saliency
 from explain.params import ScoreParams, validate_params
 from explain.text_model import TextClassifier
+from tests.bag_of_words import bag_of_words
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -141,26 +140,9 @@ def test_sensitivity_max_is_zero_for_a_constant_gradient_and_positive_otherwise(
         assert 0.0 < float(ig_sens[i]) <= bound * 1.0001
 
 
-class BagOfWords(torch.nn.Module):
-    """A text classifier whose logit for class c is the sum of ``table[token, c]`` over the attended
-    tokens: removing a token removes exactly its row, so the true attribution is known."""
-
-    def __init__(self, table: torch.Tensor) -> None:
-        super().__init__()
-        self.table = torch.nn.Parameter(table)  # (vocab, classes)
-        self.config = SimpleNamespace(pad_token_id=0)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
-        rows = self.table[input_ids] * attention_mask[..., None]  # (batch, seq, classes)
-        return SimpleNamespace(logits=rows.sum(dim=1))
-
-
 @pytest.fixture
 def bag() -> TextClassifier:
-    g = torch.Generator().manual_seed(0)
-    table = torch.randn(40, 2, generator=g)
-    table[:3] = 0.0  # PAD, CLS, SEP carry nothing
-    return TextClassifier(BagOfWords(table), pad_id=0, special_ids=(1, 2))
+    return bag_of_words()
 
 
 def test_aopc_comprehensiveness_and_sufficiency_exact_and_ordered(bag: TextClassifier) -> None:

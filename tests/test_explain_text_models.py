@@ -58,7 +58,7 @@ def test_token_attributions_and_attention_for_other_hf_classifiers(
     kind: str, text_bundle: Bundle, tokenizer: Any
 ) -> None:
     explainer = BundleExplainer(text_bundle, eager_model=tiny(kind, tokenizer.vocab_size))
-    assert explainer.methods == ["attention", "integrated_gradients", "layer_integrated_gradients"]
+    assert explainer.methods == ["attention", "integrated_gradients", "layer_integrated_gradients", "occlusion"]
     x = explainer.encode_texts(["a truly wonderful film", "dull and long"])
     result = explainer.explain(x, targets=[1, 0], params={"n_steps": 64, "aopc": True})
     ids, mask = torch.from_numpy(x["input_ids"]), torch.from_numpy(x["attention_mask"])
@@ -115,3 +115,20 @@ def test_the_server_codec_uses_the_same_tokenisation(text_bundle: Bundle) -> Non
     explained = explainer.encode_texts(texts)
     assert served.keys() == explained.keys()
     assert all(np.array_equal(served[k], explained[k]) for k in served)
+
+
+def test_token_occlusion_of_a_bag_of_words_is_each_tokens_own_weight() -> None:
+    from explain.explanation import TextInputs
+    from explain.methods.token_occlusion import TokenOcclusion
+    from tests.bag_of_words import bag_of_words
+
+    model = bag_of_words()
+    ids = torch.tensor([[1, 5, 9, 12, 2, 0], [1, 7, 7, 2, 0, 0]])  # (batch, seq) with padding
+    mask = (ids != 0).long()
+    explanation = TokenOcclusion(model).explain(TextInputs(ids, mask), [1, 0], perturbations_per_eval=2)
+    table = model.hf.table.detach()  # (vocab, classes)
+    expected = table[ids, torch.tensor([1, 0])[:, None]] * mask  # replacing a token by PAD removes its row
+    expected[:, 0] = 0.0  # [CLS] and [SEP] are never replaced
+    expected[0, 4] = expected[1, 3] = 0.0
+    assert torch.allclose(explanation.attributions, expected, atol=1e-6)
+    assert explanation.params["perturbations_per_eval"] == 2

@@ -26,6 +26,7 @@ from explain.methods.layer_integrated_gradients import LayerIntegratedGradients
 from explain.methods.noise_tunnel import NoiseTunnel
 from explain.methods.occlusion import Occlusion
 from explain.methods.saliency import Saliency
+from explain.methods.token_occlusion import TokenOcclusion
 from explain.methods.vit import GradientRollout, VitAttention, VitExplainer, VitGradCam
 from explain.text_model import TextClassifier
 
@@ -34,7 +35,7 @@ REGISTRY: dict[str, dict[Task, type[Explainer[Any]]]] = {
     "integrated_gradients": {IMAGE: IntegratedGradients, TEXT: LayerIntegratedGradients},
     "layer_integrated_gradients": {TEXT: LayerIntegratedGradients},
     "gradient_shap": {IMAGE: GradientShap},
-    "occlusion": {IMAGE: Occlusion},
+    "occlusion": {IMAGE: Occlusion, TEXT: TokenOcclusion},
     "grad_cam": {IMAGE: GradCam},
     "noise_tunnel": {IMAGE: NoiseTunnel},
     "smoothgrad": {IMAGE: NoiseTunnel},
@@ -128,6 +129,7 @@ __all__ = [
     "NoiseTunnel",
     "Occlusion",
     "Saliency",
+    "TokenOcclusion",
     "build_explainer",
     "method_classes",
     "supported_methods",
