@@ -240,7 +240,7 @@ def test_grpc_explain_image_and_text_and_errors(server: ServerProcess, worker: P
     ).result(120)
     assert bad[0] == "INVALID_ARGUMENT" and "n_steps" in bad[1]
     unsupported = worker.submit(
-        grpc_explain, server.grpc_url, "tiny-text", [("text", "BYTES", [1], text)], {"method": "occlusion"}
+        grpc_explain, server.grpc_url, "tiny-text", [("text", "BYTES", [1], text)], {"method": "grad_cam"}
     ).result(120)
     assert unsupported[0] == "UNIMPLEMENTED"
 
