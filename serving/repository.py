@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
-from lumenserve.bundle import BundleError, check_model_name, list_models, list_versions, load_bundle
+from lumenserve.bundle import BundleError, list_models, list_versions, load_bundle, model_folder
 from serving.batching import Batcher, BatchPolicy
 from serving.errors import InvalidInput, ModelNotFound, Unavailable
 from serving.metrics import ServingMetrics
@@ -96,7 +97,7 @@ class ModelRepository:
         except BundleError:
             on_disk = []
         for name in on_disk:
-            for version in list_versions(self.settings.repository / name):
+            for version in list_versions(model_folder(self.settings.repository, name)):
                 rows[(name, str(version))] = {"name": name, "version": str(version), "state": "UNAVAILABLE"}
         for key, state in self.states.items():
             rows[key] = {"name": state.name, "version": state.version, "state": state.state}
@@ -110,13 +111,10 @@ class ModelRepository:
 
     async def load(self, name: str) -> None:
         """(Re)load every version of ``name`` found on disk; old versions keep serving meanwhile."""
-        try:
-            check_model_name(name)
+        try:  # REPO/NAME, or REPO itself when it is one model's folder (KServe's /mnt/models)
+            model_dir = model_folder(self.settings.repository, name)
         except BundleError as exc:
             raise InvalidInput(str(exc)) from None
-        model_dir = self.settings.repository / name
-        if model_dir.is_symlink() or model_dir.resolve().parent != self.settings.repository.resolve():
-            raise InvalidInput(f"model {name!r} leaves the model repository (symlinked folder); refusing to load it")
         versions = list_versions(model_dir)
         if not versions:
             raise ModelNotFound(f"model {name!r} is not in the repository")
@@ -142,9 +140,9 @@ class ModelRepository:
         self.states[key] = VersionState(name, version, "LOADING")
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
-        folder = self.settings.repository / name / version
+        folder = model_folder(self.settings.repository, name) / version
         try:
-            model = await loop.run_in_executor(None, self._build, folder)
+            model = await loop.run_in_executor(None, self._build, folder, name)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, BundleError) else f"load failed: {exc!r}"
             log.error("model %s version %s failed to load: %s", name, version, reason)
@@ -175,8 +173,8 @@ class ModelRepository:
         log.info("model %s version %s ready in %.2f s (%s)", name, version, model.load_seconds, model.runtime.kind)
         return model
 
-    def _build(self, folder: object) -> LoadedModel:
-        bundle = load_bundle(folder)  # type: ignore[arg-type]
+    def _build(self, folder: Path, name: str) -> LoadedModel:
+        bundle = load_bundle(folder, model_name=name)
         runtime = load_runtime(bundle, self.settings)
         model = LoadedModel(bundle, runtime, self.settings)
         model.warm_up()
