@@ -39,7 +39,7 @@ VARIANTS = (
     "cpu+repository-claim",
     "cpu+repository-image-volume",
     "cpu+headless-service+kube-prometheus-stack",
-    "gpu+nvidia-runtime-class",
+    "gpu+nvidia-runtime-class+triton-metrics",
 )
 GRPC_PORT = 8081
 HTTP_PORT = 8080
@@ -368,7 +368,7 @@ def test_kube_prometheus_stack_component_labels_what_its_prometheus_selects() ->
 
 
 def test_nvidia_runtime_class_is_an_option_of_the_gpu_overlay() -> None:
-    assert pod_spec(build("gpu+nvidia-runtime-class"))["runtimeClassName"] == "nvidia"
+    assert pod_spec(build("gpu+nvidia-runtime-class+triton-metrics"))["runtimeClassName"] == "nvidia"
     assert "runtimeClassName" not in pod_spec(build("gpu"))
     assert "nvidia-runtime-class" in (K8S / "overlays" / "gpu" / "kustomization.yaml").read_text()
 
