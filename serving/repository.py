@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from lumenserve.bundle import BundleError, check_model_name, list_models, list_versions
+from lumenserve.bundle import BundleError, list_models, list_versions, model_folder
 from serving.errors import InvalidInput, ModelNotFound, Unavailable
 from serving.metrics import ServingMetrics
 from serving.served import ServedModel, load_served_model
@@ -97,7 +97,7 @@ class ModelRepository:
         except BundleError:
             on_disk = []
         for name in on_disk:
-            for version in list_versions(self.settings.repository / name):
+            for version in list_versions(model_folder(self.settings.repository, name)):
                 rows[(name, str(version))] = {"name": name, "version": str(version), "state": "UNAVAILABLE"}
         for key, state in self.states.items():
             rows[key] = {"name": state.name, "version": state.version, "state": state.state}
@@ -111,13 +111,10 @@ class ModelRepository:
 
     async def load(self, name: str) -> None:
         """(Re)load every version of ``name`` found on disk; old versions keep serving meanwhile."""
-        try:
-            check_model_name(name)
+        try:  # REPO/NAME, or REPO itself when it is one model's folder (KServe's /mnt/models)
+            model_dir = model_folder(self.settings.repository, name)
         except BundleError as exc:
             raise InvalidInput(str(exc)) from None
-        model_dir = self.settings.repository / name
-        if model_dir.is_symlink() or model_dir.resolve().parent != self.settings.repository.resolve():
-            raise InvalidInput(f"model {name!r} leaves the model repository (symlinked folder); refusing to load it")
         versions = list_versions(model_dir)
         if not versions:
             raise ModelNotFound(f"model {name!r} is not in the repository")
@@ -141,10 +138,10 @@ class ModelRepository:
     async def _load_version(self, name: str, version: str) -> ServedModel:
         key = (name, version)
         self.states[key] = VersionState(name, version, "LOADING")
-        folder = self.settings.repository / name / version
+        folder = model_folder(self.settings.repository, name) / version
         try:
             model = await load_served_model(
-                folder, self.settings, self.metrics.for_model(name, version), self.decode_pool
+                folder, self.settings, self.metrics.for_model(name, version), self.decode_pool, model_name=name
             )
         except Exception as exc:
             reason = str(exc) if isinstance(exc, BundleError) else f"load failed: {exc!r}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -117,11 +118,17 @@ def load_parts(bundle: Bundle, settings: ServingSettings) -> tuple[ModelIO, Runt
 
 
 async def load_served_model(
-    folder: Path, settings: ServingSettings, metrics: ModelMetrics, decode_pool: Executor
+    folder: Path,
+    settings: ServingSettings,
+    metrics: ModelMetrics,
+    decode_pool: Executor,
+    *,
+    model_name: str | None = None,
 ) -> ServedModel:
-    """The one place a served model is built: parts loaded off the loop, batcher started on it."""
+    """The one place a served model is built: parts loaded off the loop, batcher started on it.
+    ``model_name``: the name the bundle must carry (default: its parent folder's name)."""
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
-    bundle = await loop.run_in_executor(None, load_bundle, folder)  # checksums verified
+    bundle = await loop.run_in_executor(None, partial(load_bundle, folder, model_name=model_name))  # checksums verified
     io, runtime = await loop.run_in_executor(None, load_parts, bundle, settings)
     return ServedModel(io, runtime, settings, metrics, decode_pool, time.perf_counter() - start)

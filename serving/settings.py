@@ -108,6 +108,12 @@ class ServingSettings(BaseSettings):
     """Threads decoding images / tokenising texts (0: one per CPU)."""
     static_dir: Path | None = None
     """Folder served at ``/`` (the demo page); default ``serving/static`` when present."""
+    grpc_max_connection_age: float = Field(default=0.0, ge=0)
+    """Seconds after which the gRPC server asks a client to reconnect (GOAWAY); 0: never. A gRPC
+    client keeps one connection per server, so behind a Kubernetes Service it stays on the
+    replica it met first; an age (e.g. 120) spreads clients over replicas the autoscaler adds."""
+    grpc_max_connection_age_grace: float = Field(default=30.0, ge=0)
+    """Seconds calls in flight may still finish on a connection past its age before it closes."""
 
     @field_validator("device")
     @classmethod

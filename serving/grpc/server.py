@@ -28,6 +28,9 @@ def build_grpc_server(
         ("grpc.so_reuseport", 0),  # a taken port is an error, not a silently shared one
         ("grpc.max_concurrent_streams", 1000),
     ]
+    if settings.grpc_max_connection_age:  # GOAWAY after this age: clients reconnect, spread over replicas
+        options.append(("grpc.max_connection_age_ms", round(settings.grpc_max_connection_age * 1000)))
+        options.append(("grpc.max_connection_age_grace_ms", round(settings.grpc_max_connection_age_grace * 1000)))
     server = grpc.aio.server(options=options)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(ExplainServicer(dataplane), server)
