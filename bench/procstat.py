@@ -37,3 +37,14 @@ def tree_rss_bytes(pid: int) -> int:
         with contextlib.suppress(psutil.NoSuchProcess):
             total += int(psutil.Process(p).memory_info().rss)
     return total
+
+
+def listen_addresses(pid: int) -> list[str]:
+    """``host:port`` of every TCP socket the process tree listens on."""
+    found = set()
+    for p in _tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            for conn in psutil.Process(p).net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.add(f"{conn.laddr.ip}:{conn.laddr.port}")
+    return sorted(found)

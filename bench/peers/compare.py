@@ -20,7 +20,7 @@ from bench.loadgen import LoadResult, closed_loop
 from bench.peers.servers import PEERS, PeerProcess, start_peer
 from bench.photos import Workload, image_workload
 from bench.plan import BenchPlan
-from bench.procstat import tree_cpu_s, tree_rss_bytes
+from bench.procstat import listen_addresses, tree_cpu_s, tree_rss_bytes
 from bench.servers import LumenProcess, start_lumenserve
 from lumenserve.bundle import Bundle
 
@@ -46,7 +46,7 @@ def run_peers(
         servers["lumenserve"] = start_lumenserve(repository, bundle.name, work_dir, label=f"lumenserve-{bundle.name}")
         for name in PEERS:
             servers[name] = start_peer(name, bundle, work_dir, log=log)
-        described = {
+        described: dict[str, dict[str, Any]] = {
             label: {"cold_start_s": s.cold_start_s, "rss_ready_bytes": tree_rss_bytes(s.proc.pid)}
             for label, s in servers.items()
         }
@@ -54,6 +54,7 @@ def run_peers(
         for label, s in servers.items():
             described[label]["rss_after_load_bytes"] = tree_rss_bytes(s.proc.pid)
             described[label]["alive_after_load"] = s.alive()
+            described[label]["listening"] = listen_addresses(s.proc.pid)
     finally:
         codes = {label: s.stop() for label, s in servers.items()}
     return {

@@ -24,11 +24,10 @@ class OnnxImageRuntime(MLModel):
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         tensor = payload.inputs[0]
-        data = NumpyCodec.decode_input(tensor)
-        if tensor.datatype == "BYTES":
-            answers = self.classifier.classify_jpegs([bytes(j) for j in data.reshape(-1)])
+        if tensor.datatype == "BYTES":  # MLServer unpacks raw BYTES contents into a list of bytes
+            answers = self.classifier.classify_jpegs(list(tensor.data))
         else:
-            answers = self.classifier.classify(data)
+            answers = self.classifier.classify(NumpyCodec.decode_input(tensor))  # (batch, 3, H, W)
         top = np.array(answers, dtype=np.object_)  # (batch, 5)
         output = ResponseOutput(
             name="probabilities", shape=list(top.shape), datatype="BYTES", data=[s.encode() for s in top.reshape(-1)]

@@ -27,24 +27,26 @@ class OnnxImageClassifier:
         self.input_name = self.session.get_inputs()[0].name
         self.resize = int(config["resize_size"])
         self.crop = int(config["crop_size"])
-        self.mean = np.asarray(config["mean"], dtype=np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(config["std"], dtype=np.float32).reshape(3, 1, 1)
+        self.mode = "RGB" if len(config["mean"]) == 3 else "L"
+        self.mean = np.asarray(config["mean"], dtype=np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
+        self.std = np.asarray(config["std"], dtype=np.float32).reshape(-1, 1, 1)
         self.labels: list[str] = config["labels"]
 
     def preprocess(self, jpeg: bytes) -> np.ndarray:
-        """JPEG bytes -> (3, crop, crop) float32, as torchvision's Resize/CenterCrop/Normalize."""
-        image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+        """JPEG bytes -> (C, crop, crop) float32, as torchvision's Resize/CenterCrop/Normalize."""
+        image = Image.open(io.BytesIO(jpeg)).convert(self.mode)
         w, h = image.size
         scale = self.resize / min(w, h)
         image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
         w, h = image.size
         left, top = round((w - self.crop) / 2.0), round((h - self.crop) / 2.0)
         image = image.crop((left, top, left + self.crop, top + self.crop))
-        pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0  # (3, H, W)
+        pixels = np.asarray(image, dtype=np.float32).reshape(self.crop, self.crop, -1)  # (H, W, C)
+        pixels = pixels.transpose(2, 0, 1) / 255.0  # (C, H, W)
         return (pixels - self.mean) / self.std
 
     def classify(self, images: np.ndarray) -> list[list[str]]:
-        """(batch, 3, H, W) float32 -> per image the top-5 ``score:index:label``."""
+        """(batch, C, H, W) float32 -> per image the top-5 ``score:index:label``."""
         (logits,) = self.session.run(None, {self.input_name: images.astype(np.float32, copy=False)})  # (batch, K)
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities = shifted / shifted.sum(axis=1, keepdims=True)  # (batch, K)
@@ -53,4 +55,4 @@ class OnnxImageClassifier:
         return [[f"{p[i]:f}:{i}:{self.labels[i]}" for i in row] for p, row in zip(probabilities, best, strict=True)]
 
     def classify_jpegs(self, jpegs: list[bytes]) -> list[list[str]]:
-        return self.classify(np.stack([self.preprocess(j) for j in jpegs]))  # (batch, 3, crop, crop)
+        return self.classify(np.stack([self.preprocess(j) for j in jpegs]))  # (batch, C, crop, crop)

@@ -67,8 +67,8 @@ class PeerProcess:
 def write_model_config(bundle: Bundle, folder: Path) -> Path:
     """The JSON both peers' model code reads: ONNX path, preprocessing numbers, labels."""
     pre = bundle.manifest.preprocessing
-    if not isinstance(pre, ImagePreprocessing) or pre.channels != 3 or pre.layout != "NCHW":
-        raise ValueError(f"{bundle.name}: the peers serve RGB NCHW image classifiers only")
+    if not isinstance(pre, ImagePreprocessing) or pre.layout != "NCHW" or pre.channel_order != "RGB":
+        raise ValueError(f"{bundle.name}: the peers serve image classifiers with RGB or L NCHW inputs only")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.json"
     config = {"onnx": str(bundle.path("onnx").resolve()), "resize_size": pre.resize_size, "crop_size": pre.crop_size,
@@ -88,9 +88,10 @@ def start_peer(name: str, bundle: Bundle, work_dir: Path, *, log=print, timeout_
     env = dict(os.environ) | PEER_ENV | {"PYTHONPATH": str(folder if name == "mlserver" else HERE)}
     env.pop("VIRTUAL_ENV", None)
     if name == "kserve":
-        cmd = [str(python), str(HERE / "kserve_server.py"), "--onnx_model_config", str(config), "--model_name", bundle.name,
-               "--http_port", str(http_port), "--grpc_port", str(grpc_port), "--protocol", "v2",
-               "--enable_latency_logging", "false"]  # fmt: skip
+        # The per-request latency log line is off (lumenserve runs at --log-level warning too).
+        cmd = [str(python), str(HERE / "kserve_server.py"), "--onnx_model_config", str(config),
+               "--model_name", bundle.name, "--http_port", str(http_port), "--grpc_port", str(grpc_port),
+               "--protocol", "v2", "--enable_latency_logging", "false"]  # fmt: skip
     elif name == "mlserver":
         for script in ("mlserver_runtime.py", "onnx_image_model.py"):
             shutil.copyfile(HERE / script, folder / script)
