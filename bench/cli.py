@@ -65,7 +65,8 @@ def bench_command(
     ts_omp: str,
 ) -> None:
     """Benchmark a bundle: in-process ceiling, lumenserve over gRPC/HTTP, TorchServe, explain,
-    cold start, overload and training throughput, interleaved in one run."""
+    cold start, overload and training throughput, interleaved in one run; with --peers also
+    KServe and MLServer on the same ONNX file."""
     # The in-process contenders (Captum, training) run with the OpenMP policy the server uses by
     # default (lumenserve/env.py); TorchServe gets --torchserve-omp-wait-policy.
     caller_omp = os.environ.get("OMP_WAIT_POLICY")

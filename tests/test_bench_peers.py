@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # the first run installs both peers' venvs (a few minutes each)
 def test_quick_bench_measures_the_peers(model_repo: Path, tmp_path: Path) -> None:
     out, markdown = tmp_path / "results.json", tmp_path / "benchmarks.md"
     cmd = [sys.executable, "-m", "lumenserve", "bench", "--repository", str(model_repo), "--model", "tiny-image",
@@ -35,7 +36,8 @@ def test_quick_bench_measures_the_peers(model_repo: Path, tmp_path: Path) -> Non
         assert server["cold_start_s"] > 0 and server["rss_ready_bytes"] > 0 and server["rss_after_load_bytes"] > 0
         assert server["alive_after_load"] is True
         if label != "lumenserve":
-            assert server["listening"] and all(a.startswith("127.0.0.1:") for a in server["listening"])
+            loopback = ("127.0.0.1:", "::ffff:127.0.0.1:")  # gRPC reports an IPv4-mapped address
+            assert server["listening"] and all(a.startswith(loopback) for a in server["listening"])
         for mode in ("bytes", "tensor"):
             name = f"{label}_grpc_{mode}"
             labels = [answer.split(":")[2] for answer in section["sample_answers"][name]]
