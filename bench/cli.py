@@ -31,6 +31,18 @@ from lumenserve.env import apply_omp_policy
 @click.option("--point-seconds", type=click.FloatRange(0.2, 120), default=None, help="Measured seconds per point.")
 @click.option("--concurrencies", default=None, help="Comma-separated client concurrencies (e.g. 1,4,16).")
 @click.option("--no-torchserve", is_flag=True, help="Skip the TorchServe contenders.")
+@click.option(
+    "--peers",
+    is_flag=True,
+    help="Also measure KServe 0.21 and MLServer 1.7.1 on the same ONNX file (each installed into its "
+    "own venv under $LUMENSERVE_HOME/peers on first use; needs the package index once).",
+)
+@click.option(
+    "--peers-model",
+    "peers_models",
+    multiple=True,
+    help="Bundle for the peers section (repeatable; default: --model), e.g. a 224 px and a 64 px one.",
+)
 @click.option("--no-training", is_flag=True, help="Skip the training-throughput section.")
 @click.option("--torchserve-omp-wait-policy", "ts_omp", type=click.Choice(["PASSIVE", "ACTIVE", "inherit"]),
               default="PASSIVE", show_default=True,
@@ -47,11 +59,14 @@ def bench_command(
     point_seconds: float | None,
     concurrencies: str | None,
     no_torchserve: bool,
+    peers: bool,
+    peers_models: tuple[str, ...],
     no_training: bool,
     ts_omp: str,
 ) -> None:
     """Benchmark a bundle: in-process ceiling, lumenserve over gRPC/HTTP, TorchServe, explain,
-    cold start, overload and training throughput, interleaved in one run."""
+    cold start, overload and training throughput, interleaved in one run; with --peers also
+    KServe and MLServer on the same ONNX file."""
     # The in-process contenders (Captum, training) run with the OpenMP policy the server uses by
     # default (lumenserve/env.py); TorchServe gets --torchserve-omp-wait-policy.
     caller_omp = os.environ.get("OMP_WAIT_POLICY")
@@ -76,10 +91,14 @@ def bench_command(
             raise click.BadParameter("a comma-separated list of integers", param_hint="--concurrencies") from None
     if not (repository / model).is_dir():
         raise click.BadParameter(f"{repository / model} does not exist", param_hint="--model")
+    peer_models = (peers_models or (model,)) if peers else ()
+    for name in peer_models:
+        if not (repository / name).is_dir():
+            raise click.BadParameter(f"{repository / name} does not exist", param_hint="--peers-model")
     command = "lumenserve " + shlex.join(["bench", *sys.argv[2:]]) if len(sys.argv) > 1 else "lumenserve bench"
     with tempfile.TemporaryDirectory(prefix="lumenserve-bench-") as tmp:
         run = BenchRun(repository, model, plan, work_dir or Path(tmp), torchserve=not no_torchserve,
-                       training=not no_training, torchserve_omp=torchserve_omp,
+                       training=not no_training, torchserve_omp=torchserve_omp, peers=peer_models,
                        log=lambda s: click.echo(s, err=True))  # fmt: skip
         result = run.run()
     result["command"] = command

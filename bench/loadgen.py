@@ -40,22 +40,36 @@ class LoadResult:
     """CPU the load generator process used in the window (gRPC/HTTP client work)."""
     latencies_s: list[float] = field(repr=False)
     first_error: str | None = None
+    server_cpu_s: float | None = None
+    """CPU the server used from the window's start until the last client stopped (``server_cpu``)."""
+    server_cpu_requests: int = 0
+    """Requests answered in that same span: the divisor for the server's CPU per request."""
 
     def summary(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "latencies_s"}
         return out | percentiles_ms(self.latencies_s)
 
 
-async def closed_loop(send: Send, concurrency: int, duration_s: float, warmup_s: float) -> LoadResult:
-    """``concurrency`` clients back to back for ``warmup_s + duration_s``; measures the last part."""
+async def closed_loop(
+    send: Send,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    server_cpu: Callable[[], float] | None = None,
+) -> LoadResult:
+    """``concurrency`` clients back to back for ``warmup_s + duration_s``; measures the last part.
+    ``server_cpu`` (seconds of CPU the server has used so far) is read when the window opens
+    and when the last client stops."""
     counter = iter(range(1 << 62))
     start = time.perf_counter()
     window_start = start + warmup_s
     end = window_start + duration_s
     latencies: list[float] = []
     errors: list[str] = []
+    answered_since_window = 0
 
     async def client() -> None:
+        nonlocal answered_since_window
         while True:
             sent = time.perf_counter()
             if sent >= end:
@@ -67,16 +81,21 @@ async def closed_loop(send: Send, concurrency: int, duration_s: float, warmup_s:
                 await asyncio.sleep(0.001)  # a failing contender must not spin the client
                 continue
             done = time.perf_counter()
-            if window_start <= done <= end:
-                latencies.append(done - sent)
+            if done >= window_start:
+                answered_since_window += 1
+                if done <= end:
+                    latencies.append(done - sent)
 
     await asyncio.sleep(0)
     cpu_before = None
     tasks = [asyncio.create_task(client()) for _ in range(concurrency)]
     await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
     cpu_before = time.process_time()
+    server_before = server_cpu() if server_cpu else 0.0
+    answered_since_window = 0
     await asyncio.gather(*tasks)
     cpu = time.process_time() - cpu_before
+    server_used = server_cpu() - server_before if server_cpu else None
     return LoadResult(
         requests_per_s=len(latencies) / duration_s,
         completed=len(latencies),
@@ -85,6 +104,8 @@ async def closed_loop(send: Send, concurrency: int, duration_s: float, warmup_s:
         client_cpu_s=cpu,
         latencies_s=latencies,
         first_error=errors[0] if errors else None,
+        server_cpu_s=server_used,
+        server_cpu_requests=answered_since_window,
     )
 
 

@@ -11,6 +11,9 @@ from typing import Any
 
 ANALYSIS_MARKER = "<!-- analysis: everything below this line is kept when the harness rewrites the file -->"
 TS_CONTENDERS = ("torchserve_ours_http_bytes", "torchserve_builtin_http_bytes")
+MODES = ("tensor", "bytes")
+PEERS = ("kserve", "mlserver")
+MIB = 1024 * 1024
 
 
 def _get(d: dict[str, Any] | None, *keys: Any) -> Any:
@@ -100,6 +103,42 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     targets.append({"target": "2x saturation: no OOM (server alive, RSS bounded)", "value": alive,
                     "goal": "alive", "met": alive})  # fmt: skip
     targets.append(_target("training: Trainer / bare loop samples/s", _get(result, "training", "ratio"), 0.95))
+    return targets + _peer_targets(result)
+
+
+def _peer_ratio(section: dict[str, Any], peer: str, mode: str, conc: str, key: str) -> float | None:
+    ours = _get(section, "throughput", f"lumenserve_grpc_{mode}", conc, key)
+    theirs = _get(section, "throughput", f"{peer}_grpc_{mode}", conc, key)
+    return ours / theirs if ours and theirs else None
+
+
+def _worst(values: list[float | None], *, highest: bool = False) -> float | None:
+    """The least favourable ratio (None when any is missing): min for throughput, max for p50 and RSS."""
+    if not values or any(v is None for v in values):
+        return None
+    return max(values) if highest else min(values)  # type: ignore[type-var]
+
+
+def _peer_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The peers' goals: 224 px, gRPC, tensors and JPEG (the least favourable of the two)."""
+    targets = []
+    for size, section in (result.get("peers") or {}).items():
+        concs = [c for c in (section.get("throughput") or {}).get("lumenserve_grpc_tensor", {})]
+        above_one = [c for c in concs if int(c) > 1]
+        high = [c for c in concs if int(c) >= 8] if size == "224px" else above_one
+        rps = _worst([_peer_ratio(section, "kserve", m, c, "requests_per_s") for m in MODES for c in high])
+        targets.append(_target(f"{size}: lumenserve / KServe req/s at concurrency {','.join(high)}", rps, 2.0))
+        if size == "224px":
+            p50 = _worst([_peer_ratio(section, "kserve", m, c, "p50_ms") for m in MODES for c in high], highest=True)
+            targets.append(_target(f"{size}: lumenserve / KServe p50 at concurrency {','.join(high)}", p50, 0.6,
+                                   at_most=True))  # fmt: skip
+            if "1" in concs:
+                one = _worst([_peer_ratio(section, "kserve", m, "1", "p50_ms") for m in MODES], highest=True)
+                targets.append(_target(f"{size}: lumenserve / KServe p50 at concurrency 1", one, 1.0, at_most=True))
+            ours = _get(section, "servers", "lumenserve", "rss_after_load_bytes")
+            theirs = _get(section, "servers", "kserve", "rss_after_load_bytes")
+            rss = ours / theirs if ours and theirs else None
+            targets.append(_target(f"{size}: lumenserve / KServe RSS after load", rss, 2.0, at_most=True))
     return targets
 
 
@@ -143,6 +182,7 @@ def render_markdown(result: dict[str, Any], command: str) -> str:
         lines.append(f"| {t['target']} | {_f(t['value'], 3)} | {t['goal']} | {_met(t['met'])} |")
     lines += _throughput_tables(result)
     lines += _explain_table(result)
+    lines += _peer_tables(result)
     lines += _other_tables(result)
     if result.get("errors"):
         lines += ["", "## Sections that failed in this run", ""]
@@ -260,6 +300,47 @@ def _other_tables(result: dict[str, Any]) -> list[str]:
     pa = result.get("perf_analyzer")
     if pa is not None:
         lines += ["", f"perf_analyzer: {'installed' if pa.get('installed') else 'not installed (optional)'}."]
+    return lines
+
+
+def _peer_tables(result: dict[str, Any]) -> list[str]:
+    """Per bundle: the three servers' memory and start, then req/s, p50 and server CPU per request,
+    with lumenserve's ratios to each peer (above 1 is better for req/s, below 1 for p50 and RSS)."""
+    peers = result.get("peers") or {}
+    if not peers:
+        return []
+    lines = ["", "## Peers: KServe 0.21 and MLServer 1.7.1 on the same ONNX file (gRPC, tritonclient asyncio)", "",
+             "Each server started fresh for this section and served predictions only. RSS covers the server's "
+             "process tree (MLServer's inference worker included). CPU per request: the server's utime + stime "
+             "over each measured point divided by the requests it answered."]  # fmt: skip
+    for size, section in peers.items():
+        servers = section.get("servers") or {}
+        ours = _get(servers, "lumenserve", "rss_after_load_bytes")
+        lines += ["", f"### {size} (`{section.get('model')}`)", "",
+                  "| server | ready (s) | RSS ready (MiB) | RSS after load (MiB) | lumenserve / this RSS |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for label, s in servers.items():
+            after = s.get("rss_after_load_bytes")
+            ratio = ours / after if ours and after and label != "lumenserve" else None
+            lines.append(f"| {label} | {_f(s.get('cold_start_s'), 2)} | {_f((s.get('rss_ready_bytes') or 0) / MIB, 0)} "
+                         f"| {_f(after / MIB if after else None, 0)} | {_f(ratio, 2)} |")  # fmt: skip
+        lines += ["", "| input | concurrency | req/s lumenserve / KServe / MLServer | x KServe | x MLServer | "
+                  "p50 ms lumenserve / KServe / MLServer | p50 / KServe | p50 / MLServer | "
+                  "server CPU ms per request lumenserve / KServe / MLServer | errors |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        tp = section.get("throughput") or {}
+        for mode in MODES:
+            for conc, p in (tp.get(f"lumenserve_grpc_{mode}") or {}).items():
+                points = [p, *(_get(tp, f"{peer}_grpc_{mode}", conc) or {} for peer in PEERS)]
+                rps = " / ".join(_f(q.get("requests_per_s")) for q in points)
+                p50 = " / ".join(_f(q.get("p50_ms"), 2) for q in points)
+                cpu = " / ".join(_f(q.get("server_cpu_ms_per_request"), 2) for q in points)
+                x_rps = [_f(_peer_ratio(section, peer, mode, conc, "requests_per_s"), 2) for peer in PEERS]
+                x_p50 = [_f(_peer_ratio(section, peer, mode, conc, "p50_ms"), 2) for peer in PEERS]
+                errors = sum(q.get("errors") or 0 for q in points)
+                label = "JPEG" if mode == "bytes" else "tensor"
+                lines.append(f"| {label} | {conc} | {rps} | {x_rps[0]} | {x_rps[1]} | {p50} | {x_p50[0]} | {x_p50[1]} "
+                             f"| {cpu} | {errors} |")  # fmt: skip
     return lines
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import statistics
@@ -50,6 +51,7 @@ class BenchRun:
         torchserve: bool = True,
         training: bool = True,
         torchserve_omp: str | None = None,
+        peers: tuple[str, ...] = (),
         log: Callable[[str], None] = print,
     ) -> None:
         self.repository = repository.resolve()
@@ -60,6 +62,8 @@ class BenchRun:
         self.with_training = training
         self.torchserve_omp = torchserve_omp
         """OMP_WAIT_POLICY for TorchServe (None: unset, its default), whatever this process uses."""
+        self.peer_models = peers
+        """Bundles (names in the repository) on which KServe and MLServer are measured; () skips them."""
         self.log = log
         self.bundle: Bundle = load_bundle(self.repository / model / _latest_version(self.repository / model))
         self.workload: Workload = image_workload(self.bundle)
@@ -97,6 +101,8 @@ class BenchRun:
             self._section("perf_analyzer", self.perf_analyzer)
         finally:
             self.stop_servers()
+        for name in self.peer_models:  # after the other servers stopped: three fresh servers per bundle
+            self._section(f"peers_{name}", functools.partial(self.peers, name))
         if self.with_training:
             self._section("training", self.training)
         self.result["total_s"] = time.perf_counter() - start
@@ -317,6 +323,14 @@ class BenchRun:
             "server_alive_after": server.alive(),
         }
 
+    # ---- peers --------------------------------------------------------------------------
+    def peers(self, model: str) -> None:
+        from bench.peers.compare import run_peers
+
+        bundle = load_bundle(self.repository / model / _latest_version(self.repository / model))
+        measured = run_peers(bundle, self.repository, self.plan, self.work_dir / "peers", self.log)
+        self.result.setdefault("peers", {})[f"{measured['image_size']}px"] = measured
+
     # ---- training -----------------------------------------------------------------------
     def training(self) -> None:
         # Imported here, after the servers have stopped: importing training applies the training
@@ -370,8 +384,19 @@ def _points(per_conc: dict[int, list[LoadResult]]) -> dict[str, dict[str, Any]]:
             "errors": sum(r.errors for r in runs),
             "first_error": next((r.first_error for r in runs if r.first_error), None),
             "client_cpu_fraction": float(np.mean([r.client_cpu_s / r.window_s for r in runs])),
+            "server_cpu_ms_per_request": _server_cpu_ms(runs),
         } | percentiles_ms(pooled)
     return out
+
+
+def _server_cpu_ms(runs: list[LoadResult]) -> float | None:
+    """Median over rounds of the server's CPU time per answered request (None: not measured)."""
+    per = [
+        1000.0 * r.server_cpu_s / r.server_cpu_requests
+        for r in runs
+        if r.server_cpu_s is not None and r.server_cpu_requests
+    ]
+    return statistics.median(per) if per else None
 
 
 def _ceiling_summary(runs: dict[str, dict[tuple[str, int], list[dict[str, Any]]]]) -> dict[str, Any]:

@@ -86,3 +86,43 @@ def test_load_generators_count_only_the_window() -> None:
     assert 25 <= rate.ok + rate.rejected <= 31
     assert 0 < rate.steady_goodput_per_s <= 2 * rate.goodput_per_s  # the second half's answers, per second
     assert percentiles_ms([]) == {"p50_ms": None, "p90_ms": None, "p99_ms": None, "mean_ms": None}
+
+
+def _peer_point(rps: float, p50: float, cpu_ms: float) -> dict[str, object]:
+    return _point(rps, p50) | {"server_cpu_ms_per_request": cpu_ms}
+
+
+PEERS_224 = {
+    "model": "imagenet",
+    "image_size": 224,
+    "servers": {
+        "lumenserve": {"cold_start_s": 2.0, "rss_ready_bytes": 300 << 20, "rss_after_load_bytes": 400 << 20},
+        "kserve": {"cold_start_s": 3.0, "rss_ready_bytes": 150 << 20, "rss_after_load_bytes": 200 << 20},
+        "mlserver": {"cold_start_s": 5.0, "rss_ready_bytes": 350 << 20, "rss_after_load_bytes": 800 << 20},
+    },
+    "throughput": {
+        "lumenserve_grpc_tensor": {"1": _peer_point(100.0, 9.0, 5.0), "8": _peer_point(300.0, 20.0, 4.0)},
+        "lumenserve_grpc_bytes": {"1": _peer_point(60.0, 15.0, 9.0), "8": _peer_point(200.0, 30.0, 8.0)},
+        "kserve_grpc_tensor": {"1": _peer_point(100.0, 10.0, 6.0), "8": _peer_point(100.0, 80.0, 6.0)},
+        "kserve_grpc_bytes": {"1": _peer_point(50.0, 20.0, 12.0), "8": _peer_point(50.0, 60.0, 12.0)},
+        "mlserver_grpc_tensor": {"1": _peer_point(40.0, 25.0, 20.0), "8": _peer_point(50.0, 160.0, 20.0)},
+        "mlserver_grpc_bytes": {"1": _peer_point(30.0, 33.0, 25.0), "8": _peer_point(40.0, 200.0, 25.0)},
+    },
+}
+
+
+def test_peer_targets_and_table() -> None:
+    result = {"peers": {"224px": PEERS_224}}
+    targets = {t["target"]: t for t in evaluate_targets(result)}
+    rps = targets["224px: lumenserve / KServe req/s at concurrency 8"]  # worst of 300/100 and 200/50
+    assert rps["value"] == 3.0 and rps["met"] is True
+    p50 = targets["224px: lumenserve / KServe p50 at concurrency 8"]  # worst of 20/80 and 30/60
+    assert p50["value"] == 0.5 and p50["met"] is True
+    assert targets["224px: lumenserve / KServe p50 at concurrency 1"]["value"] == 0.9  # 9/10 vs 15/20
+    rss = targets["224px: lumenserve / KServe RSS after load"]
+    assert rss["value"] == 2.0 and rss["met"] is True
+    text = render_markdown(result | {"targets": list(targets.values())}, "lumenserve bench --peers")
+    assert "### 224px (`imagenet`)" in text
+    assert "| kserve | 3.00 | 150 | 200 | 2.00 |" in text and "| mlserver | 5.00 | 350 | 800 | 0.50 |" in text
+    assert "| tensor | 8 | 300.0 / 100.0 / 50.0 | 3.00 | 6.00 | 20.00 / 80.00 / 160.00 | 0.25 | 0.12 |" in text
+    assert "| 4.00 / 6.00 / 20.00 | 0 |" in text
