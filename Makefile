@@ -8,7 +8,7 @@ export TMPDIR ?= $(LUMENSERVE_HOME)/tmp
 export ORT_DISABLE_TELEMETRY := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint typecheck pytest demo demo-quick protos clean
+.PHONY: setup test test-fast lint typecheck pytest demo demo-quick protos clean
 
 setup:
 	@mkdir -p "$(TMPDIR)"
@@ -17,6 +17,7 @@ setup:
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: setup
 	$(VENV)/bin/mypy
@@ -28,7 +29,16 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
+
+# The same checks without the tests marked slow (real TorchServe, Prometheus, Chromium,
+# training runs, soak and drain): the loop to run while changing code.
+test-fast: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -m "not slow"
 
 demo: setup
 	$(VENV)/bin/lumenserve demo
@@ -40,4 +50,4 @@ protos: setup
 	$(PY) scripts/gen_protos.py
 
 clean:
-	rm -rf .lumenserve runs model_repository model_store test-artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .lumenserve runs model_repository model_store test-artifacts .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

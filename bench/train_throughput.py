@@ -4,37 +4,34 @@ Both run on the same model and the same in-memory data in one process, interleav
 round (the order alternates so drift from other load on the machine hits both alike); the
 median samples/s of each is compared. Goal: ratio >= 0.95.
 
-    .venv/bin/python bench/train_throughput.py [--model mobilenet_v2 --image-size 64 --rounds 9]
+    .venv/bin/python -m bench.train_throughput [--model mobilenet_v2 --image-size 64 --rounds 9]
 
-``run(...)`` returns the same figures as a dict (the benchmark harness calls it).
+``run(...)`` returns the same figures as a dict (``lumenserve bench`` calls it, under the
+OpenMP policy it set for the whole run). Run on its own, ``main`` applies the training OpenMP
+policy (:func:`lumenserve.env.apply_omp_policy`) first, so torch and training are imported
+inside the functions, after it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# as `import training` does, before torch loads: idle OpenMP threads sleep instead of spinning
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lumenserve.env import apply_omp_policy
 
-import torch
-import torchvision
-from torch.utils.data import DataLoader, TensorDataset
-
-import lumenserve.env  # noqa: F401  (scratch dirs, telemetry off)
-from training.config import TrainConfig
-from training.trainer import Trainer
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import TensorDataset
 
 
 def _bare_epoch(model: torch.nn.Module, data: TensorDataset, batch_size: int, lr: float, seed: int) -> float:
     """The seed's loop: forward, cross-entropy, zero_grad, backward, AdamW step. Returns samples/s."""
+    import torch
+    from torch.utils.data import DataLoader
+
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
@@ -49,6 +46,9 @@ def _bare_epoch(model: torch.nn.Module, data: TensorDataset, batch_size: int, lr
 
 def _trainer_epoch(model: torch.nn.Module, data: TensorDataset, batch_size: int, lr: float, seed: int) -> float:
     """One epoch through our Trainer (clipping, warm-up + cosine, loss logging; no progress bar)."""
+    from training.config import TrainConfig
+    from training.trainer import Trainer
+
     cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=lr, seed=seed, warmup_fraction=0.0)
     trainer = Trainer(model, data, cfg, progress=False)
     return trainer.fit().samples_per_second
@@ -67,6 +67,8 @@ def run(
 
     ``threads``: torch CPU threads for the measurement (restored afterwards).
     """
+    import torch
+
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -79,6 +81,10 @@ def run(
 def _measure(
     model_name: str, image_size: int, samples: int, batch_size: int, rounds: int, num_classes: int
 ) -> dict[str, Any]:
+    import torch
+    import torchvision
+    from torch.utils.data import TensorDataset
+
     torch.manual_seed(0)
     x = torch.randn(samples, 3, image_size, image_size)  # (N, 3, H, W)
     y = torch.randint(0, num_classes, (samples,))  # (N,)
@@ -110,6 +116,7 @@ def _measure(
 
 
 def main() -> None:
+    apply_omp_policy("train")  # before torch loads
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mobilenet_v2")
     parser.add_argument("--image-size", type=int, default=64)

@@ -2,8 +2,10 @@
 
 Layout (one method per file, Captum style: built from the model, called with the data):
 ``methods/`` (the registry and the methods), ``render.py`` (PNG / HTML),
-``faithfulness.py`` (deletion AUC, infidelity), ``engine.py`` (a bundle's eager twin,
-twin check, per-item results), ``cli.py`` (``lumenserve explain``, a client of the server).
+``faithfulness/`` (one file per score), ``params.py`` (bounds, score names, method schemas),
+``image_model.py`` / ``text_model.py`` (Hugging Face classifiers as plain modules),
+``engine.py`` (a bundle's eager twin, twin check, per-item results, several methods per
+request), ``cli.py`` (``lumenserve explain``, a client of the server).
 """
 
 import lumenserve.env as _env  # noqa: F401  (sets ORT_DISABLE_TELEMETRY before onnxruntime loads)

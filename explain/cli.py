@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from explain.params import SCORE_NAMES
+
 PAGE = """<!doctype html><meta charset="utf-8"><title>{title}</title>
 <body style="font-family:sans-serif;max-width:50em;margin:2em auto">
 <h1 style="font-size:1.2em">{title}</h1>{body}</body>
@@ -124,7 +126,7 @@ def explain_command(
     click.echo(f"model {doc['model_name']} version {doc.get('model_version', '')}")
     click.echo(f"predicted class {predicted} (p={probabilities[predicted]:.4f}); explained class {chosen}")
     click.echo(f"method {doc['parameters']['method']}: {doc['parameters']['explain_parameters']}")
-    for score in ("deletion_auc", "convergence_delta", "infidelity"):
+    for score in (*SCORE_NAMES, "convergence_delta"):
         if score in outputs:
             click.echo(f"{score} = {outputs[score]['data'][0]:.4g}")
     click.echo(f"saved to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")

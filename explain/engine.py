@@ -9,7 +9,12 @@ not explain a model other than the one that answers predictions).
 ``explain(inputs, method=..., targets=..., params=...)`` takes preprocessed inputs (image:
 ``input`` FP32 [B, C, H, W]; text: ``input_ids`` + ``attention_mask`` INT64 [B, S]) and
 returns, per item: prediction, attributions, PNGs / HTML, faithfulness scores, and the
-parameters actually used.
+parameters actually used. ``explain_methods`` answers several methods on the same inputs
+(a comma-separated ``method`` or a ``methods`` parameter), sharing the input checks, the
+prediction pass and the decoding of the original images.
+
+A vision transformer (a Hugging Face ViT-style image classifier, recognised by its config)
+gets attention maps, rollouts and token-grid Grad-CAM; CNNs and text models are unchanged.
 """
 
 from __future__ import annotations
@@ -21,42 +26,30 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
 
 from explain import faithfulness, render
 from explain.errors import ExplainParameterError, UnsupportedMethodError
 from explain.explanation import Explanation, TextInputs
+from explain.image_model import as_image_classifier, find_vision_transformer
 from explain.memory import DEFAULT_BUDGET_BYTES
 from explain.methods import DEFAULT_METHOD, ModelContext, build_explainer, supported_methods
 from explain.methods.base import IMAGE, TEXT
-from explain.params import MethodParams, validate_params
+from explain.params import IMAGE_ONLY_SCORE_PARAMS, MethodParams, ScoreParams, method_schemas, validate_params
 from explain.text_model import TextClassifier
 from lumenserve.bundle import Bundle, ImagePreprocessing, TextPreprocessing, TorchvisionArchitecture
 from lumenserve.bundle.eager import build_eager_model, load_tokenizer
+from lumenserve.bundle.text import tokenize
 
 MAX_ITEMS = 64
 """Most items one explain request may carry."""
+MAX_METHODS = 8
+"""Most methods one request may compare."""
 DEFAULT_TWIN_TOLERANCE = 1e-3
 """Largest |eager - runtime| logit difference the twin check accepts."""
 TWIN_PROBE_TEXTS = ("a short probe sentence", "another, somewhat longer probe sentence for the twin check")
 
 Runtime = Callable[[dict[str, np.ndarray]], np.ndarray]
 """The served model as a function: named input arrays -> logits (batch, classes)."""
-
-
-class ScoreParams(MethodParams):
-    deletion_steps: int = Field(
-        default=10, ge=0, le=50, description="slices of the deletion curve (0: no deletion curve, no deletion_auc)"
-    )
-    infidelity: bool = Field(default=True, description="also compute Captum's infidelity (images only)")
-    infidelity_samples: int = Field(default=8, ge=1, le=64, description="noise samples per item for infidelity")
-
-    @field_validator("deletion_steps")
-    @classmethod
-    def _not_one(cls, steps: int) -> int:
-        if steps == 1:
-            raise ValueError("must be 0 (no deletion curve) or 2 to 50 (one slice is no curve)")
-        return steps
 
 
 @dataclass(frozen=True)
@@ -74,13 +67,25 @@ class ItemExplanation:
     predicted: int
     target: int
     attributions: np.ndarray  # image (C or 1, H, W); text (seq,)
-    deletion_auc: float | None  # None when deletion_steps is 0
+    deletion_auc: float | None = None  # None when deletion_steps is 0
     pngs: dict[str, bytes] = field(default_factory=dict)
     """``overlay_png`` for images; ``token_png`` (+ ``attention_grid_png``, ``rollout_png``) for text."""
     token_html: str | None = None
     tokens: list[str] | None = None
     convergence_delta: float | None = None
     infidelity: float | None = None
+    insertion_auc: float | None = None
+    road_morf: float | None = None
+    road_lerf: float | None = None
+    comprehensiveness: float | None = None
+    sufficiency: float | None = None
+    sensitivity_max: float | None = None
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """Every faithfulness score computed for this item, by name (``faithfulness.SCORE_NAMES``)."""
+        values = {name: getattr(self, name) for name in faithfulness.SCORE_NAMES}
+        return {name: value for name, value in values.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -90,22 +95,45 @@ class ExplainResult:
     items: list[ItemExplanation]
 
 
+def parse_methods(method: str | Sequence[str] | None, default: str) -> list[str]:
+    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (distinct, at most ``MAX_METHODS``); None -> ``[default]``."""
+    names = method.split(",") if isinstance(method, str) else list(method or [])
+    names = [n.strip() for n in names if n.strip()] or [default]
+    if len(set(names)) != len(names):
+        raise ExplainParameterError(f"methods: each method once, got {','.join(names)}")
+    if len(names) > MAX_METHODS:
+        raise ExplainParameterError(f"methods: at most {MAX_METHODS} per request, got {len(names)}")
+    return names
+
+
 class BundleExplainer:
-    def __init__(self, bundle: Bundle, *, memory_budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        memory_budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        eager_model: torch.nn.Module | None = None,
+    ) -> None:
+        """``eager_model``: the model to explain instead of the one rebuilt from the bundle (which
+        still gives the labels, preprocessing and tokenizer), e.g. one already in memory."""
         self.bundle = bundle
         manifest = bundle.manifest
-        self.task = manifest.task
+        task = manifest.task
+        if task == "tensor":
+            raise UnsupportedMethodError(f"{bundle.root}: tensor models have no explanations yet")
+        self.task = task
         self.labels = manifest.labels
         self.refusal: str | None = None
         self.tokenizer: Any = None
-        hf_or_cnn = build_eager_model(bundle)
+        hf_or_cnn = build_eager_model(bundle) if eager_model is None else eager_model.eval()
         model: torch.nn.Module
         if self.task == TEXT:
             self.tokenizer = load_tokenizer(bundle)
             model = TextClassifier.from_tokenizer(hf_or_cnn, self.tokenizer).eval()
         else:
-            model = hf_or_cnn
+            model = as_image_classifier(hf_or_cnn)
         self.model = model
+        self.vision_transformer = find_vision_transformer(model) if self.task == IMAGE else None
         pre = manifest.preprocessing
         arch = manifest.architecture
         self.image_pre = pre if isinstance(pre, ImagePreprocessing) else None
@@ -117,13 +145,18 @@ class BundleExplainer:
             std=self.image_pre.std if self.image_pre else None,
             gradcam_layer=arch.gradcam_layer if isinstance(arch, TorchvisionArchitecture) else None,
             memory_budget_bytes=memory_budget_bytes,
+            vision_transformer=self.vision_transformer,
         )
         self._explainers: dict[tuple[str, str | None], Any] = {}
         self._lock = threading.Lock()
 
     @property
     def methods(self) -> list[str]:
-        return supported_methods(self.task)
+        return supported_methods(self.task, self.vision_transformer is not None)
+
+    def method_schemas(self) -> dict[str, dict[str, Any]]:
+        """Each method this model can run with its parameters' JSON Schema and its outputs."""
+        return method_schemas(self.task, True, vision_transformer=self.vision_transformer is not None)
 
     # -- the startup check --------------------------------------------------------------
     def probe_inputs(self) -> dict[str, np.ndarray]:
@@ -160,15 +193,9 @@ class BundleExplainer:
 
     # -- helpers for callers -------------------------------------------------------------
     def encode_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Tokenise like the server does: pad to the longest, truncate to max_length."""
+        """Tokenise like the server does (the bundle's ``lowercase``, padding, ``max_length``)."""
         assert self.tokenizer is not None and self.text_pre is not None
-        enc = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.text_pre.max_length, return_tensors="np"
-        )
-        return {
-            "input_ids": enc["input_ids"].astype(np.int64),
-            "attention_mask": enc["attention_mask"].astype(np.int64),
-        }
+        return tokenize(self.tokenizer, self.text_pre, texts)
 
     # -- explain -------------------------------------------------------------------------
     def explain(
@@ -180,32 +207,84 @@ class BundleExplainer:
         params: Mapping[str, Any] | None = None,
         images: Sequence[np.ndarray] | Callable[[], Sequence[np.ndarray] | None] | None = None,
     ) -> ExplainResult:
-        """Explain a batch; ``images`` are the original uint8 (H, W, 3) pixels to draw overlays
-        on, or a function returning them, called only when an overlay is drawn."""
+        """Explain a batch with one method; ``images`` are the original uint8 (H, W, 3) pixels to
+        draw overlays on, or a function returning them, called only when an overlay is drawn."""
+        results = self.explain_methods(inputs, method=method, targets=targets, params=params, images=images)
+        if len(results) != 1:
+            raise ExplainParameterError(f"{len(results)} methods asked for: use explain_methods to compare")
+        return results[0]
+
+    def explain_methods(
+        self,
+        inputs: Mapping[str, np.ndarray | torch.Tensor],
+        *,
+        method: str | Sequence[str] | None = None,
+        targets: list[int] | None = None,
+        params: Mapping[str, Any] | None = None,
+        images: Sequence[np.ndarray] | Callable[[], Sequence[np.ndarray] | None] | None = None,
+    ) -> list[ExplainResult]:
+        """One result per method, in the order asked. The methods come from ``method`` (one name,
+        comma-separated names or a list) or the ``methods`` parameter (comma-separated). The
+        input checks, the prediction pass and the original images are shared. A parameter
+        goes to every method that takes it (``name.param`` to one method only); one that no
+        method takes is an error."""
         if self.refusal:
             raise UnsupportedMethodError(self.refusal)
-        name = method or DEFAULT_METHOD[self.task]
         all_params = dict(params or {})
+        listed = all_params.pop("methods", None)
+        if listed is not None and method is not None:
+            raise ExplainParameterError("give either method or methods, not both")
+        if listed is not None and not isinstance(listed, str):
+            raise ExplainParameterError(f"methods must be a comma-separated string, got {listed!r}")
+        names = parse_methods(listed if listed is not None else method, DEFAULT_METHOD[self.task])
         base_method = all_params.pop("base_method", None)
-        score_p = validate_params(ScoreParams, name, _take(all_params, ScoreParams))
-        render_p = validate_params(render.RenderParams, name, _take(all_params, render.RenderParams))
-        explainer = self._explainer(name, None if base_method is None else str(base_method))
+        label = ",".join(names)
+        score_p = validate_params(ScoreParams, label, _take(all_params, ScoreParams))
+        render_p = validate_params(render.RenderParams, label, _take(all_params, render.RenderParams))
+        faithfulness.check_applies(score_p, text=self.task == TEXT)
+        explainers = {n: self._explainer(n, None if base_method is None else str(base_method)) for n in names}
+        per_method = _route(all_params, explainers)
         batch = self._to_inputs(inputs)
         if callable(images):
             images = images() if render_p.render_png else None
         if images is not None and len(images) != len(batch):
             raise ExplainParameterError(f"{len(images)} original images for {len(batch)} items")
-        logits = self._logits(batch)  # (batch, classes)
-        explanation: Explanation = explainer.explain(batch, targets, logits=logits, **all_params)
-        items = self._items(batch, logits, explanation, score_p, render_p, images)
-        used = explanation.params | score_p.model_dump()
-        if self.task == IMAGE:
-            used |= render_p.model_dump()
-        else:  # infidelity is computed for images only
-            used = {k: v for k, v in used.items() if not k.startswith("infidelity")}
-        if explanation.method != name:
-            used["algorithm"] = explanation.method
-        return ExplainResult(method=name, params=used, items=items)
+        logits = self._logits(batch)  # (batch, classes): the one prediction pass
+        shared: dict[str, torch.Tensor] = {}  # what every method's scores reuse
+        results = []
+        for name, explainer in explainers.items():
+            kwargs = per_method[name]
+            explanation: Explanation = explainer.explain(batch, targets, logits=logits, **kwargs)
+            scores = self._scores(batch, logits, explanation, score_p, explainer, kwargs, shared)
+            items = self._items(batch, logits, explanation, scores, render_p, images)
+            used = explanation.params | score_p.model_dump()
+            if self.task == IMAGE:
+                used |= render_p.model_dump()
+                used = {k: v for k, v in used.items() if k != "aopc"}
+            else:  # the pixel scores do not apply to text
+                used = {k: v for k, v in used.items() if k not in IMAGE_ONLY_SCORE_PARAMS}
+            if explanation.method != name:
+                used["algorithm"] = explanation.method
+            results.append(ExplainResult(method=name, params=used, items=items))
+        return results
+
+    def _scores(
+        self,
+        batch: torch.Tensor | TextInputs,
+        logits: torch.Tensor,
+        explanation: Explanation,
+        score_p: ScoreParams,
+        explainer: Any,
+        kwargs: dict[str, Any],
+        shared: dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        def again(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
+            return explainer.explain(x, rows, **kwargs).attributions.detach()  # type: ignore[no-any-return]
+
+        attributions = explanation.attributions.detach().float()
+        return faithfulness.score_batch(
+            self.model, batch, attributions, explanation.targets, logits, score_p, explain_fn=again, shared=shared
+        )
 
     def _explainer(self, name: str, base_method: str | None) -> Any:
         with self._lock:
@@ -253,28 +332,12 @@ class BundleExplainer:
         batch: torch.Tensor | TextInputs,
         logits: torch.Tensor,
         explanation: Explanation,
-        score_p: ScoreParams,
+        scores: dict[str, torch.Tensor],
         render_p: render.RenderParams,
         images: Sequence[np.ndarray] | None,
     ) -> list[ItemExplanation]:
         targets = explanation.targets
         attributions = explanation.attributions.detach().float()
-        infid: torch.Tensor | None = None
-        curve: faithfulness.DeletionCurve | None = None
-        steps = score_p.deletion_steps
-        if isinstance(batch, TextInputs):
-            assert isinstance(self.model, TextClassifier)
-            if steps:
-                curve = faithfulness.deletion_curve_text(self.model, batch, attributions, targets, steps=steps)
-        else:
-            if steps:
-                curve = faithfulness.deletion_curve_image(
-                    self.model, batch, attributions, targets, steps=steps, logits=logits
-                )
-            if score_p.infidelity:
-                infid = faithfulness.infidelity_image(
-                    self.model, batch, attributions, targets, n_perturb_samples=score_p.infidelity_samples
-                )
         probs = logits.softmax(dim=-1)  # (batch, classes)
         delta = explanation.convergence_delta
         items = []
@@ -303,6 +366,10 @@ class BundleExplainer:
                     else render.denormalize(batch[i].numpy(), self.image_pre.mean, self.image_pre.std)
                 )
                 pngs["overlay_png"] = render.overlay_png(attr_i, photo, render_p)
+                if "attention_grid" in explanation.extras:  # a vision transformer's (layers, heads, h, w)
+                    pngs["attention_grid_png"] = render.attention_grid_png(
+                        explanation.extras["attention_grid"][i].numpy()
+                    )
             items.append(
                 ItemExplanation(
                     logits=logits[i].numpy(),
@@ -310,15 +377,33 @@ class BundleExplainer:
                     predicted=int(logits[i].argmax()),
                     target=targets[i],
                     attributions=attr_i,
-                    deletion_auc=None if curve is None else float(curve.auc[i]),
                     pngs=pngs,
                     token_html=html,
                     tokens=tokens,
                     convergence_delta=None if delta is None else float(delta[i]),
-                    infidelity=None if infid is None else float(infid[i]),
+                    **{name: float(values[i]) for name, values in scores.items()},  # type: ignore[arg-type]
                 )
             )
         return items
+
+
+def _route(params: dict[str, Any], explainers: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each method's own parameters: ``name.param`` to that method, a plain name to every method
+    that takes it. With one method everything goes to it (its validation names what is wrong)."""
+    routed: dict[str, dict[str, Any]] = {name: {} for name in explainers}
+    for key, value in params.items():
+        owner, dot, param = key.partition(".")
+        if dot and owner in explainers:
+            routed[owner][param] = value
+            continue
+        if dot:
+            raise ExplainParameterError(f"parameter {key!r}: {owner!r} is not one of the methods asked for")
+        takers = [n for n, e in explainers.items() if len(explainers) == 1 or key in e.param_names()]
+        if not takers:
+            raise ExplainParameterError(f"unknown parameter {key!r}: none of {', '.join(explainers)} takes it")
+        for name in takers:
+            routed[name][key] = value
+    return routed
 
 
 def _take(params: dict[str, Any], model: type[MethodParams]) -> dict[str, Any]:

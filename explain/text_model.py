@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from explain.attention_impl import ensure_eager_attention
 from explain.errors import UnsupportedMethodError
 
 
@@ -48,16 +49,20 @@ class TextClassifier(torch.nn.Module):
         return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits  # type: ignore[no-any-return]
 
     def embeddings(self) -> torch.nn.Module:
-        """The embedding block (word + position + type) that token attributions are taken over."""
+        """The layer token attributions are taken over: the base model's embedding block
+        (word + position + type: BERT, DistilBERT, RoBERTa, ...) where it has one, else the
+        word embeddings (``get_input_embeddings``, every Hugging Face model)."""
         module = getattr(self.hf.base_model, "embeddings", None)
-        if not isinstance(module, torch.nn.Module):
-            raise UnsupportedMethodError(f"{type(self.hf).__name__} has no .embeddings block to attribute over")
-        return module
+        if isinstance(module, torch.nn.Module):
+            return module
+        words = self.hf.get_input_embeddings() if hasattr(self.hf, "get_input_embeddings") else None
+        if not isinstance(words, torch.nn.Module):
+            raise UnsupportedMethodError(f"{type(self.hf).__name__} has no embeddings to attribute over")
+        return words
 
     def attentions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """All attention maps, stacked: (batch, layers, heads, seq, seq)."""
-        if getattr(self.hf.config, "_attn_implementation", "eager") != "eager":
-            raise UnsupportedMethodError("attention maps need a model built with attn_implementation='eager'")
+        ensure_eager_attention(self.hf)
         out = self.hf(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
         if not out.attentions:
             raise UnsupportedMethodError(f"{type(self.hf).__name__} returned no attention maps")

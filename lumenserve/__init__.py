@@ -1,4 +1,7 @@
-"""lumenserve: the shared ground floor (bundle format, process environment, CLI).
+"""lumenserve: the ground floor (bundle format, process environment, assets, child processes).
+
+``lumenserve.cli`` (the command and the demo) is the top layer; it lives in this package
+only for its name (see the layers contract in pyproject.toml).
 
 Importing any lumenserve package first runs :mod:`lumenserve.env`, which sets
 ``ORT_DISABLE_TELEMETRY=1`` and keeps scratch files out of ``/tmp`` and ``~/.cache``.

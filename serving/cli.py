@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from lumenserve.env import apply_omp_policy
+
 
 @click.command("serve")
 @click.option("--repository", type=click.Path(path_type=Path), help="Model repository (REPO/NAME/VERSION bundles).")
@@ -31,10 +33,8 @@ def serve_command(config_file: Path | None, models: tuple[str, ...], log_level: 
     from serving.settings import load_settings
 
     settings = load_settings(config_file, models=list(models) or None, **flags)
-    if settings.omp_wait_policy:  # before torch loads anywhere in this process
-        os.environ.setdefault("OMP_WAIT_POLICY", settings.omp_wait_policy)
-    elif "OMP_WAIT_POLICY" not in os.environ:
-        os.environ.setdefault("GOMP_SPINCOUNT", str(settings.gomp_spincount))
+    # before torch loads anywhere in this process
+    apply_omp_policy("serve", wait_policy=settings.omp_wait_policy, spincount=settings.gomp_spincount)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import asyncio
 

@@ -1,56 +1,38 @@
-"""The data plane: the ONE place with serving logic. Transports only convert to and from
-:mod:`serving.types` and call one method here.
+"""The data plane: what every request needs whatever its transport or its model.
 
-Per infer: model lookup and readiness -> deadline -> input preparation (raw images/texts
-decoded in the worker pool, tensors validated inline) -> the model's batcher -> outputs ->
-metrics. Explain goes through the same lookup to a pluggable :class:`ExplainBackend` with
-its own concurrency cap and queue.
+Transports convert to and from :mod:`serving.types` and make one call here. Per request the
+data plane does lookup and readiness, the deadline, in-flight/drain accounting and the
+request's metrics, and hands the rest to one call:
+
+- predict: ``DataPlane.infer`` -> ``ServedModel.infer(request, deadline)`` (serving/served.py);
+- explain: ``DataPlane.explain`` -> ``ExplainService.explain(model, request, deadline)``
+  (serving/explain_service.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import logging
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Any, Protocol
-
-import grpc
+from typing import Any
 
 from serving.errors import (
-    InternalError,
     InvalidInput,
     PermissionDenied,
-    ServingError,
     Unauthenticated,
     Unavailable,
     Unimplemented,
-    status_of,
+    classify,
 )
+from serving.explain_service import ExplainService
 from serving.metrics import ServingMetrics
-from serving.model import LoadedModel
 from serving.repository import ModelRepository
 from serving.settings import ServingSettings
 from serving.types import InferenceRequest, InferenceResponse
 
-log = logging.getLogger("lumenserve.serving")
 EXTENSIONS = ["classification", "binary_tensor_data", "model_repository", "parameters", "lumenserve_explain"]
-
-
-class ExplainBackend(Protocol):
-    """What ``DataPlane.explain`` delegates to (installed at startup; see docs/serving.md).
-
-    ``model`` is the ready :class:`~serving.model.LoadedModel` (``.bundle``, ``.manifest``,
-    ``.labels``, ``.runtime``, ``.prepare(inputs) -> (feed, rows)`` using the same codecs as
-    infer). Raise :mod:`serving.errors` types for client errors (InvalidInput for bad
-    parameters, Unimplemented for a method the model cannot support).
-    """
-
-    async def explain(self, model: LoadedModel, request: InferenceRequest) -> InferenceResponse: ...
 
 
 def _server_version() -> str:
@@ -60,29 +42,42 @@ def _server_version() -> str:
         return "0"
 
 
+def deadline_of(request: InferenceRequest, default_timeout: float) -> float:
+    """The request's ``time.monotonic()`` deadline: the earliest of ``default_timeout``, the
+    transport's deadline (gRPC) and the ``timeout`` parameter (microseconds, 0: none)."""
+    now = time.monotonic()
+    deadline = now + default_timeout
+    if request.deadline is not None:
+        deadline = min(deadline, request.deadline)
+    timeout = request.parameters.get("timeout")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+            raise InvalidInput(f"parameter 'timeout' must be a non-negative integer (microseconds), got {timeout!r}")
+        if timeout > 0:
+            deadline = min(deadline, now + timeout / 1e6)
+    return deadline
+
+
 class DataPlane:
     def __init__(
         self,
         settings: ServingSettings,
         repository: ModelRepository,
         metrics: ServingMetrics,
-        explain_backend: ExplainBackend | None = None,
+        explain: ExplainService | None = None,
     ) -> None:
+        """``explain``: None answers every explain call UNIMPLEMENTED/501."""
         self.settings = settings
         self.repository = repository
         self.metrics = metrics
-        self.explain_backend = explain_backend
-        threads = settings.preprocess_threads or os.cpu_count() or 2
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="preprocess")
+        self.explain_service = explain
         self.draining = False
         self.cancelled_while_draining = 0
-        """Accepted infer requests cut off during a drain (client gone or grace period over)."""
+        """Accepted requests cut off during a drain (client gone or grace period over)."""
         self.version = _server_version()
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._explain_slots = asyncio.Semaphore(settings.explain_max_concurrency)
-        self._explain_waiting = 0
 
     # ---- health and metadata ------------------------------------------------------------
     def live(self) -> bool:
@@ -109,71 +104,60 @@ class DataPlane:
         meta["versions"] = self.repository.versions_of(name)
         return meta
 
-    # ---- infer --------------------------------------------------------------------------
+    def explain_methods(self, name: str, version: str = "") -> dict[str, Any]:
+        """The explain methods this model can run, each with its parameters as JSON Schema."""
+        if self.explain_service is None:
+            raise Unimplemented("explain is not available on this server")
+        from serving.explain_backend import explain_schema  # loaded with the engine already
+
+        return explain_schema(self.repository.get(name, version))
+
+    # ---- the two roads ------------------------------------------------------------------
     async def infer(self, request: InferenceRequest, protocol: str) -> InferenceResponse:
         model = self.repository.get(request.model, request.version)
-        start = time.perf_counter()
+        start = self._enter()
         status = "OK"
-        self._enter(model)
         try:
-            deadline = self._deadline(request)
-            assert model.batcher is not None
-            admitted = model.batcher.admit()  # refuse overload before decoding anything
-            try:
-                if model.needs_preprocessing(request.inputs):
-                    loop = asyncio.get_running_loop()
-                    feed, rows = await loop.run_in_executor(self.pool, model.prepare, request.inputs)
-                else:
-                    feed, rows = model.prepare(request.inputs)
-            finally:
-                model.batcher.release()
-            outputs = await model.batcher.submit(feed, rows, deadline, admitted)
-            tensors = model.postprocess(outputs, request.outputs)
-            return InferenceResponse(model.name, model.version, request.id, tensors)
-        except ServingError as exc:
-            status = status_of(exc)[1].name
+            return await model.infer(request, deadline_of(request, self.settings.default_timeout))
+        except BaseException as exc:
+            status = self._status(exc)
             raise
-        except asyncio.CancelledError:
-            status = grpc.StatusCode.CANCELLED.name
-            if self.draining:
-                self.cancelled_while_draining += 1
-            raise
-        except Exception as exc:
-            status = grpc.StatusCode.INTERNAL.name
-            raise InternalError(f"infer on {model.name}: {exc!r}") from exc
         finally:
-            self._leave(model)
-            self.metrics.observe_request(
-                model.name, model.version, protocol, "infer", status, time.perf_counter() - start
-            )
+            self._leave(model.name, model.version, protocol, "infer", status, start)
 
-    def _deadline(self, request: InferenceRequest) -> float:
-        now = time.monotonic()
-        deadline = now + self.settings.default_timeout
-        if request.deadline is not None:
-            deadline = min(deadline, request.deadline)
-        timeout = request.parameters.get("timeout")
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
-                raise InvalidInput(
-                    f"parameter 'timeout' must be a non-negative integer (microseconds), got {timeout!r}"
-                )
-            if timeout > 0:
-                deadline = min(deadline, now + timeout / 1e6)
-        return deadline
+    async def explain(self, request: InferenceRequest, protocol: str) -> InferenceResponse:
+        if self.explain_service is None:
+            raise Unimplemented("explain is not available on this server (started without explain)")
+        model = self.repository.get(request.model, request.version)
+        start = self._enter()
+        status = "OK"
+        try:
+            deadline = deadline_of(request, self.settings.default_timeout)
+            return await self.explain_service.explain(model, request, deadline)
+        except BaseException as exc:
+            status = self._status(exc)
+            raise
+        finally:
+            self._leave(model.name, model.version, protocol, "explain", status, start)
 
-    def _enter(self, model: LoadedModel) -> None:
+    # ---- accounting of accepted requests (drain, metrics) -------------------------------
+    def _enter(self) -> float:
         self._inflight += 1
         self._idle.clear()
-        assert model.batcher is not None
-        model.batcher.metrics.inflight.inc()
+        return time.perf_counter()
 
-    def _leave(self, model: LoadedModel) -> None:
+    def _status(self, exc: BaseException) -> str:
+        if isinstance(exc, asyncio.CancelledError):
+            if self.draining:
+                self.cancelled_while_draining += 1
+            return "CANCELLED"
+        return classify(exc).grpc_code.name
+
+    def _leave(self, name: str, version: str, protocol: str, endpoint: str, status: str, start: float) -> None:
         self._inflight -= 1
-        if model.batcher is not None:
-            model.batcher.metrics.inflight.dec()
         if self._inflight == 0:
             self._idle.set()
+        self.metrics.observe_request(name, version, protocol, endpoint, status, time.perf_counter() - start)
 
     @property
     def inflight(self) -> int:
@@ -187,47 +171,6 @@ class DataPlane:
         except TimeoutError:
             return False
         return True
-
-    # ---- explain ------------------------------------------------------------------------
-    async def explain(self, request: InferenceRequest, protocol: str) -> InferenceResponse:
-        if self.explain_backend is None:
-            raise Unimplemented("explain is not available on this server (no explain backend installed)")
-        model = self.repository.get(request.model, request.version)
-        if self._explain_slots.locked() and self._explain_waiting >= self.settings.explain_max_queue:
-            self.metrics.rejected_total.labels(model.name, model.version, "queue_full").inc()
-            raise Unavailable(f"explain queue full ({self.settings.explain_max_queue} waiting); retry later")
-        start = time.perf_counter()
-        status = "OK"
-        self._enter(model)
-        self._explain_waiting += 1
-        waiting = True
-        try:
-            async with self._explain_slots:
-                self._explain_waiting -= 1
-                waiting = False
-                began = time.perf_counter()
-                response = await self.explain_backend.explain(model, request)
-                method = str(response.parameters.get("method", "default"))
-                self.metrics.explain_seconds.labels(model.name, model.version, method).observe(
-                    time.perf_counter() - began
-                )
-                return response
-        except ServingError as exc:
-            status = status_of(exc)[1].name
-            raise
-        except asyncio.CancelledError:
-            status = grpc.StatusCode.CANCELLED.name
-            raise
-        except Exception as exc:
-            status = grpc.StatusCode.INTERNAL.name
-            raise InternalError(f"explain on {model.name}: {exc!r}") from exc
-        finally:
-            if waiting:
-                self._explain_waiting -= 1
-            self._leave(model)
-            self.metrics.observe_request(
-                model.name, model.version, protocol, "explain", status, time.perf_counter() - start
-            )
 
     # ---- repository API (guarded) -------------------------------------------------------
     def authorize(self, authorization: str | None) -> None:

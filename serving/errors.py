@@ -1,12 +1,16 @@
 """Typed serving errors and the ONE table mapping each to (HTTP status, gRPC code).
 
-The table is protocol.md's. Anything else that escapes is a bug: transports answer it with
-a generic INTERNAL/500 and the details go only to the log (:func:`status_of`).
+The table is protocol.md's. :func:`classify` is pure: it maps any exception to what the
+client sees and logs nothing. The transports' adapters (``serving/http/app.py``
+``error_response``, ``serving/grpc/servicer.py`` ``abort_with``) are the edge: they classify
+once and log the details of an internal error once (:func:`log_internal`).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+from typing import NamedTuple
 
 import grpc
 
@@ -53,7 +57,7 @@ class InternalError(ServingError):
     """A bug or a model crash (message stays generic)."""
 
 
-ERROR_TABLE: dict[type[ServingError], tuple[int, grpc.StatusCode]] = {
+ERROR_TABLE: dict[type[Exception], tuple[int, grpc.StatusCode]] = {
     InvalidInput: (400, grpc.StatusCode.INVALID_ARGUMENT),
     ModelNotFound: (404, grpc.StatusCode.NOT_FOUND),
     PayloadTooLarge: (413, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -62,12 +66,30 @@ ERROR_TABLE: dict[type[ServingError], tuple[int, grpc.StatusCode]] = {
     Unauthenticated: (401, grpc.StatusCode.UNAUTHENTICATED),
     PermissionDenied: (403, grpc.StatusCode.PERMISSION_DENIED),
     Unimplemented: (501, grpc.StatusCode.UNIMPLEMENTED),
-    InternalError: (500, grpc.StatusCode.INTERNAL),
 }
+"""Client errors, sent with their own message. Anything else is internal: 500 / INTERNAL with
+:data:`GENERIC_INTERNAL` (the details only in the server log)."""
+EXPLAIN_TABLE = {
+    "ExplainParameterError": (400, grpc.StatusCode.INVALID_ARGUMENT),
+    "UnsupportedMethodError": (501, grpc.StatusCode.UNIMPLEMENTED),
+}
+"""The explain library's deliberate errors (``explain/errors.py``), in the same table. Named, not
+imported: importing ``explain`` loads torch, which the predict path never needs; when the
+module is not loaded, no such error can exist."""
 GENERIC_INTERNAL = "internal error (details in the server log)"
 MAX_MESSAGE_CHARS = 1024
 """Longest client message: they may quote client input (a model name, a text) and gRPC carries
 them in trailing metadata, which peers cap at 8-16 KiB (a longer one arrives as a transport error)."""
+
+
+class Classified(NamedTuple):
+    http_status: int
+    grpc_code: grpc.StatusCode
+    message: str
+
+    @property
+    def internal(self) -> bool:
+        return self.grpc_code is grpc.StatusCode.INTERNAL
 
 
 def clip_message(message: str) -> str:
@@ -76,13 +98,20 @@ def clip_message(message: str) -> str:
     return f"{message[:MAX_MESSAGE_CHARS]}... (truncated, {len(message)} characters)"
 
 
-def status_of(exc: BaseException) -> tuple[int, grpc.StatusCode, str]:
-    """(HTTP status, gRPC code, client message) for any exception; unknown ones are logged."""
+def classify(exc: BaseException) -> Classified:
+    """(HTTP status, gRPC code, client message) for any exception. Pure: logs nothing."""
     for kind, (http_status, code) in ERROR_TABLE.items():
         if isinstance(exc, kind):
-            message = GENERIC_INTERNAL if kind is InternalError else clip_message(str(exc))
-            if kind is InternalError:
-                log.error("internal error: %s", exc, exc_info=exc)
-            return http_status, code, message
-    log.error("unhandled error", exc_info=exc)
-    return 500, grpc.StatusCode.INTERNAL, GENERIC_INTERNAL
+            return Classified(http_status, code, clip_message(str(exc)))
+    explain_errors = sys.modules.get("explain.errors")
+    if explain_errors is not None:
+        for name, (http_status, code) in EXPLAIN_TABLE.items():
+            if isinstance(exc, getattr(explain_errors, name)):
+                return Classified(http_status, code, clip_message(str(exc)))
+    return Classified(500, grpc.StatusCode.INTERNAL, GENERIC_INTERNAL)
+
+
+def log_internal(exc: BaseException, where: str) -> None:
+    """The one log line of an internal error (called by a transport adapter, once per request)."""
+    cause = exc.__cause__ if isinstance(exc, InternalError) and exc.__cause__ is not None else exc
+    log.error("internal error in %s: %s", where, exc, exc_info=cause)

@@ -1,51 +1,43 @@
-"""The explain backend of the data plane, built on the ``explain`` library.
+"""The server's explain engine, built on the ``explain`` library (docs/explain.md).
 
-``DataPlane.explain`` looks the model up, enforces the explain concurrency cap and queue
-(``explain_max_concurrency`` / ``explain_max_queue``) and records the per-method latency
-histogram; this backend does the rest:
-
-- parses the request parameters (``method``, ``targets``, the method's parameters);
-- prepares the inputs with the model's own codecs (raw BYTES images/texts or tensors);
-- answers from a cache keyed by (model, version, input hash, method, parameters, targets),
-  counting ``lumenserve_explain_cache_total{result="hit"|"miss"}``;
-- builds the model's eager twin in the background once the server has loaded it (or on first
-  use, for models loaded later through the repository API) and checks it against the served runtime
-  (``BundleExplainer.twin_check``); a model that fails is refused with UNIMPLEMENTED;
-- runs the explanation in its own thread pool whose threads run at a lower CPU priority
-  (nice +10), so prediction threads win the cores while an explanation runs;
-- converts the result to response tensors (docs/explain.md lists them).
+:class:`CaptumEngine` does an explanation's work in an explain thread of
+:class:`serving.explain_service.ExplainService` (which holds admission, the cap, the deadline
+and cancellation): it prepares the inputs with the model's own I/O layer
+(:class:`serving.model.ModelIO`), answers from a response cache
+(``lumenserve_explain_cache_total{result}``), explains with the model's eager twin (built and
+checked against the served runtime once, :class:`TwinCache`) and converts the result to
+response tensors (docs/explain.md lists them). :func:`explain_schema` lists the methods a
+model can run with their parameters as JSON Schema.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
 import logging
-import os
+import sys
 import threading
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from explain.engine import BundleExplainer, ExplainResult
-from explain.errors import ExplainParameterError, UnsupportedMethodError
-from serving.errors import InvalidInput, Unimplemented
+from explain.engine import BundleExplainer, ExplainResult, ScoreParams
+from explain.methods import DEFAULT_METHOD, NOISE_TUNNEL_BASES, REGISTRY, supported_methods
+from explain.methods.noise_tunnel import NoiseTunnel
+from explain.params import MethodParams
+from explain.render import RenderParams
+from lumenserve.bundle import Bundle
+from serving.errors import InvalidInput
+from serving.explain_service import ParsedRequest
 from serving.metrics import ServingMetrics
-from serving.model import LoadedModel
-from serving.settings import ServingSettings
+from serving.runtimes import Runtime
+from serving.served import ServedModel
 from serving.types import InferenceRequest, InferenceResponse, Tensor
 
 log = logging.getLogger("lumenserve.explain")
 
-PROTOCOL_PARAMETERS = frozenset(
-    {"timeout", "binary_data_output", "priority", "sequence_id", "sequence_start", "sequence_end", "headers"}
-)
-"""Request parameters that belong to the protocol, not to the explanation."""
 PNG_OUTPUTS = ("overlay_png", "token_png", "attention_grid_png", "rollout_png")
 CACHE_ENTRIES = 128
 CACHE_BYTES = 64 << 20
@@ -83,84 +75,89 @@ class ExplainCache:
                 self._bytes -= dropped
 
 
-@dataclass(frozen=True)
-class ParsedRequest:
-    method: str | None
-    targets: list[int] | None
-    params: dict[str, Any]
-    png_base64: bool
+class TwinSource(Protocol):
+    """What an eager twin is built from and checked against (a served model, the TorchServe model)."""
+
+    name: str
+    version: str
+    bundle: Bundle
+    runtime: Runtime
 
 
-def _lower_priority(nice: int) -> None:
-    if nice <= 0:
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux, or not permitted
-        log.debug("could not lower the explain thread's priority")
+class TwinCache:
+    """Each served model version's eager twin, built and checked once: the only place they are kept."""
+
+    def __init__(self) -> None:
+        self._twins: dict[tuple[str, str], tuple[int, BundleExplainer]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model: TwinSource) -> BundleExplainer:
+        """The twin of ``model``, built and checked against its runtime on first use (blocking)."""
+        key = (model.name, model.version)
+        with self._lock:
+            held = self._twins.get(key)
+            if held is not None and held[0] == id(model):
+                return held[1]
+            explainer = BundleExplainer(model.bundle)
+            check = explainer.twin_check(lambda feed: model.runtime.predict(feed)["logits"])
+            log.info(
+                "explain twin check for %s/%s: %s (max |diff| %.3g, tolerance %g)",
+                model.name,
+                model.version,
+                "ok" if check.ok else "FAILED, explain refused",
+                check.max_abs_diff,
+                check.tolerance,
+            )
+            self._twins[key] = (id(model), explainer)  # a reloaded version replaces the old twin
+            return explainer
 
 
-class ExplainBackend:
-    def __init__(self, settings: ServingSettings, metrics: ServingMetrics | None = None) -> None:
-        self.settings = settings
+class CaptumEngine:
+    """Explanations with the explain library on each model's eager twin, with a response cache."""
+
+    def __init__(self, metrics: ServingMetrics | None = None) -> None:
         self.metrics = metrics
-        self.pool = ThreadPoolExecutor(
-            max_workers=settings.explain_max_concurrency,
-            thread_name_prefix="explain",
-            initializer=_lower_priority,
-            initargs=(settings.explain_nice,),
-        )
         self.cache = ExplainCache()
-        self._explainers: dict[tuple[str, str, int], BundleExplainer] = {}
-        self._build_lock = threading.Lock()
+        self.twins = TwinCache()
 
-    # ---- the data plane's call ----------------------------------------------------------
-    async def explain(self, model: LoadedModel, request: InferenceRequest) -> InferenceResponse:
-        parsed = parse_request(request)
+    def warm(self, model: ServedModel) -> None:
+        self.twins.get(model)
+
+    def explain(self, model: ServedModel, request: InferenceRequest, parsed: ParsedRequest) -> InferenceResponse:
         inputs = [t for t in request.inputs if t.name != "target"]
         targets = parsed.targets if parsed.targets is not None else _target_input(request)
-        loop = asyncio.get_running_loop()
-        feed, _rows = await loop.run_in_executor(self.pool, model.prepare, inputs)
+        feed, _rows = model.io.prepare(inputs)
         key = cache_key(model, feed, parsed, targets, request)
         cached = self.cache.get(key)
-        self._count(model, "hit" if cached is not None else "miss")
+        if self.metrics is not None:
+            self.metrics.explain_cache.labels(model.name, "hit" if cached is not None else "miss").inc()
         if cached is not None:
             return InferenceResponse(
                 model.name, model.version, request.id, cached.outputs, {**cached.parameters, "explain_cache": "hit"}
             )
-        response = await loop.run_in_executor(self.pool, self._compute, model, request, feed, parsed, targets)
+        response = self._compute(model, request, feed, parsed, targets)
         self.cache.put(key, response)
         return response
 
-    def _count(self, model: LoadedModel, result: str) -> None:
-        if self.metrics is not None:
-            self.metrics.explain_cache.labels(model.name, result).inc()
-
-    # ---- work in the explain threads ----------------------------------------------------
     def _compute(
         self,
-        model: LoadedModel,
+        model: ServedModel,
         request: InferenceRequest,
         feed: dict[str, np.ndarray],
         parsed: ParsedRequest,
         targets: list[int] | None,
     ) -> InferenceResponse:
-        explainer = self.explainer_for(model)
+        explainer = self.twins.get(model)
         params = parsed.params
         if request.outputs and "render_png" not in params and not {o.name for o in request.outputs} & set(PNG_OUTPUTS):
             params = {**params, "render_png": False}  # no PNG asked for: none is drawn
-        try:
-            result = explainer.explain(
-                feed,
-                method=parsed.method,
-                targets=targets,
-                params=params,
-                images=lambda: _originals(model, request),  # decoded only if an overlay is drawn
-            )
-        except ExplainParameterError as exc:
-            raise InvalidInput(str(exc)) from None
-        except UnsupportedMethodError as exc:
-            raise Unimplemented(str(exc)) from None
+        result = explainer.explain(
+            feed,
+            method=parsed.method,
+            targets=targets,
+            params=params,
+            images=lambda: _originals(model, request),  # decoded only if an overlay is drawn
+        )
         outputs = response_tensors(result, feed, png_base64=parsed.png_base64)
         outputs = select_outputs(outputs, request)
         parameters = {
@@ -171,65 +168,46 @@ class ExplainBackend:
         }
         return InferenceResponse(model.name, model.version, request.id, outputs, parameters)
 
-    def prepare(self, model: LoadedModel) -> None:
-        """Build the eager twin and run its check in the background right after the model
-        loads, so the check happens at startup and the first explanation does not pay for it."""
 
-        def report(future: Future[BundleExplainer]) -> None:
-            if future.exception() is not None:
-                log.error("explain twin for %s/%s failed: %r", model.name, model.version, future.exception())
-
-        self.pool.submit(self.explainer_for, model).add_done_callback(report)
-
-    def explainer_for(self, model: LoadedModel) -> BundleExplainer:
-        """The model's eager twin, built and checked against the served runtime on first use."""
-        key = (model.name, model.version, id(model))
-        with self._build_lock:
-            explainer = self._explainers.get(key)
-            if explainer is None:
-                explainer = BundleExplainer(model.bundle)
-                check = explainer.twin_check(lambda feed: model.runtime.predict(feed)["logits"])
-                log.info(
-                    "explain twin check for %s/%s: %s (max |diff| %.3g, tolerance %g)",
-                    model.name,
-                    model.version,
-                    "ok" if check.ok else "FAILED, explain refused",
-                    check.max_abs_diff,
-                    check.tolerance,
-                )
-                self._explainers = {k: v for k, v in self._explainers.items() if k[:2] != key[:2]}
-                self._explainers[key] = explainer
-            return explainer
+# ---- the methods a model offers, as JSON Schema --------------------------------------------
+def explain_schema(model: ServedModel) -> dict[str, Any]:
+    """Per method this model can run, its parameters as JSON Schema (bounds from explain's
+    pydantic parameter models: the one source the page builds its form from)."""
+    task = model.bundle.manifest.task
+    methods = []
+    for name in supported_methods(task):
+        cls = REGISTRY[name][task]
+        parameters = _object_schema(cls.Params)
+        if cls is NoiseTunnel:
+            parameters["properties"]["base_method"] = {
+                "type": "string",
+                "enum": list(NOISE_TUNNEL_BASES),
+                "default": "saliency",
+                "description": "the method whose attributions are averaged over noisy copies",
+            }
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0]
+        methods.append({"name": name, "description": " ".join(doc.split()), "parameters": parameters})
+    return {
+        "name": model.name,
+        "version": model.version,
+        "task": task,
+        "default_method": DEFAULT_METHOD[task],
+        "methods": methods,
+        "common": {"render": _object_schema(RenderParams), "scores": _object_schema(ScoreParams)},
+    }
 
 
-# ---- request parsing ----------------------------------------------------------------------
-def parse_request(request: InferenceRequest) -> ParsedRequest:
-    params = {k: v for k, v in request.parameters.items() if k not in PROTOCOL_PARAMETERS}
-    method = params.pop("method", None)
-    if method is not None and not isinstance(method, str):
-        raise InvalidInput(f"parameter 'method' must be a string, got {method!r}")
-    targets = _parse_targets(params.pop("targets", None))
-    encoding = params.pop("png_encoding", "base64")
-    if encoding not in ("base64", "raw"):
-        raise InvalidInput(f"parameter 'png_encoding' must be 'base64' or 'raw', got {encoding!r}")
-    return ParsedRequest(method or None, targets, params, png_base64=encoding == "base64")
+def _object_schema(params: type[MethodParams]) -> dict[str, Any]:
+    schema = params.model_json_schema()
+    return {
+        "type": "object",
+        "properties": schema.get("properties", {}),
+        "additionalProperties": False,
+        **({"$defs": schema["$defs"]} if "$defs" in schema else {}),
+    }
 
 
-def _parse_targets(value: Any) -> list[int] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise InvalidInput(f"parameter 'targets' must be a JSON list of class indices, got {value!r}") from None
-    if isinstance(value, int):  # one target (bools are refused below)
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
-        raise InvalidInput(f"parameter 'targets' must be a list of class indices, got {value!r}")
-    return value
-
-
+# ---- request inputs -----------------------------------------------------------------------
 def _target_input(request: InferenceRequest) -> list[int] | None:
     for tensor in request.inputs:
         if tensor.name == "target":
@@ -239,20 +217,21 @@ def _target_input(request: InferenceRequest) -> list[int] | None:
     return None
 
 
-def _originals(model: LoadedModel, request: InferenceRequest) -> list[np.ndarray] | None:
+def _originals(model: ServedModel, request: InferenceRequest) -> list[np.ndarray] | None:
     """For raw image requests: each image's center-crop region at the photo's own resolution."""
-    if model.image_codec is None:
+    codec = model.io.image_codec
+    if codec is None:
         return None
-    raw = next((t for t in request.inputs if t.name == model.raw_input), None)
+    raw = next((t for t in request.inputs if t.name == model.io.raw_input), None)
     if raw is None:
         return None
     from explain.originals import crop_region
 
-    return [crop_region(bytes(item), model.image_codec.pre) for item in raw.data.reshape(-1)]
+    return [crop_region(bytes(item), codec.pre) for item in raw.data.reshape(-1)]
 
 
 def cache_key(
-    model: LoadedModel,
+    model: ServedModel,
     feed: dict[str, np.ndarray],
     parsed: ParsedRequest,
     targets: list[int] | None,
@@ -265,9 +244,9 @@ def cache_key(
         array = np.ascontiguousarray(feed[name])
         digest.update(f"{name}:{array.dtype.str}:{array.shape}\0".encode())
         digest.update(array.data)
-    if model.image_codec is not None:  # overlays are drawn on the original photos: they count too
+    if model.io.image_codec is not None:  # overlays are drawn on the original photos: they count too
         for tensor in request.inputs:
-            if tensor.name == model.raw_input:
+            if tensor.name == model.io.raw_input:
                 for item in tensor.data.reshape(-1):
                     digest.update(len(item).to_bytes(8, "little") + bytes(item))
     wanted = [o.name for o in request.outputs] if request.outputs else None
@@ -339,7 +318,3 @@ def _nbytes(array: np.ndarray) -> int:
     if array.dtype == object:
         return sum(len(x) for x in array.reshape(-1))
     return int(array.nbytes)
-
-
-def create_explain_backend(settings: ServingSettings, metrics: ServingMetrics) -> ExplainBackend:
-    return ExplainBackend(settings, metrics)

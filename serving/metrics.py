@@ -7,10 +7,21 @@ path pays no label lookups.
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -22,7 +33,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 @dataclass
 class ModelMetrics:
-    """The children one model version's batcher and data plane touch on every request."""
+    """The children one served model version and its batcher touch on every prediction."""
 
     queue_seconds: Any
     compute_seconds: Any
@@ -97,6 +108,18 @@ class ServingMetrics:
             buckets=EXPLAIN_BUCKETS,
             registry=r,
         )
+        self.explain_queue_depth = Gauge(
+            "lumenserve_explain_queue_depth", "Explanations admitted and waiting for an explain thread.", registry=r
+        )
+        self.explain_inflight = Gauge(
+            "lumenserve_explain_inflight", "Explanations running in the explain threads now.", registry=r
+        )
+        self.explain_rejected = Counter(
+            "lumenserve_explain_rejected",
+            "Explanations refused or abandoned before they finished, by reason (queue_full, deadline, cancelled).",
+            ["model", "version", "reason"],
+            registry=r,
+        )
         self.explain_cache = Counter(
             "lumenserve_explain_cache",
             "Explanation cache lookups by result (hit/miss).",
@@ -105,6 +128,7 @@ class ServingMetrics:
         )
         self._request_children: dict[tuple[str, ...], tuple[Any, ...]] = {}
         self._gpu_enabled = False
+        add_process_metrics(r)
 
     def enable_gpu_memory(self) -> None:
         """Add ``lumenserve_gpu_memory_bytes`` per visible GPU (called once a model runs on CUDA)."""
@@ -154,3 +178,32 @@ class ServingMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _installed_version(*distributions: str) -> str:
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return ""
+
+
+def add_process_metrics(registry: CollectorRegistry) -> None:
+    """``process_*`` (CPU seconds, resident memory, open files, start time), ``python_*`` (GC,
+    interpreter) and ``lumenserve_build_info`` (1, with the versions as labels) in ``registry``."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    build = Gauge(
+        "lumenserve_build_info",
+        "Always 1: the versions of lumenserve and its runtimes as labels.",
+        ["version", "python", "onnxruntime", "torch"],
+        registry=registry,
+    )
+    build.labels(
+        version=_installed_version("lumenserve"),
+        python=platform.python_version(),
+        onnxruntime=_installed_version("onnxruntime", "onnxruntime-gpu"),
+        torch=_installed_version("torch"),
+    ).set(1)

@@ -1,31 +1,29 @@
-"""A loaded model version: bundle + runtime + codecs + batcher, and its input/output rules.
+"""A model version's I/O layer: the bundle's input and output rules, with its codecs.
 
 Accepted inputs (docs/CONTRACTS.md): the manifest's tensors (image ``input`` FP32
 [B, C, H, W]; text ``input_ids`` + ``attention_mask`` INT64 [B, S]) or one raw BYTES input
 (``image``: encoded JPEG/PNG/WebP, ``text``: UTF-8) of shape [B] (or [B, 1]).
 Outputs: ``logits``, ``probabilities`` (softmax) and on request any other model output;
 ``parameters.classification = k`` on a requested output gives top-k strings.
+
+:class:`ModelIO` needs no runtime: the served model (:mod:`serving.served`), the explain
+backend and the TorchServe handler all prepare inputs and shape outputs through it.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-from concurrent.futures import Executor
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from lumenserve.bundle import Bundle, ImagePreprocessing, TensorSpec, TextPreprocessing
-from serving.batching import Batcher, Feed
 from serving.codecs.classification import softmax, top_k_strings
 from serving.codecs.image import ImageCodec
 from serving.codecs.tensors import datatype_of
 from serving.codecs.text import TextCodec
 from serving.errors import InvalidInput
-from serving.runtimes import Runtime
 from serving.settings import ServingSettings
-from serving.types import RequestedOutput, Tensor
+from serving.types import Feed, RequestedOutput, Tensor
 
 RAW_IMAGE_INPUT = "image"
 RAW_TEXT_INPUT = "text"
@@ -33,24 +31,17 @@ PROBABILITIES = "probabilities"
 DEFAULT_OUTPUTS = ("logits", PROBABILITIES)
 
 
-class LoadedModel:
-    """Everything the data plane needs about one model version (also handed to explain backends)."""
+class ModelIO:
+    """Inputs -> model feed and model outputs -> response tensors, for one bundle."""
 
-    def __init__(self, bundle: Bundle, runtime: Runtime, settings: ServingSettings) -> None:
+    def __init__(self, bundle: Bundle, settings: ServingSettings) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.name = bundle.name
         self.version = str(bundle.version)
-        self.runtime = runtime
         self.labels = list(self.manifest.labels)
         self.input_specs = {t.name: t for t in self.manifest.inputs}
         self.output_specs = {t.name: t for t in self.manifest.outputs}
-        self.batcher: Batcher | None = None
-        self.executors: list[Executor] = []
-        """The compute threads, one per batch that may run at once."""
-        """The model's compute thread (one batch in flight per model version)."""
-        self.ready = False
-        self.load_seconds = 0.0
         pre = self.manifest.preprocessing
         self.image_codec: ImageCodec | None = None
         self.text_codec: TextCodec | None = None
@@ -69,8 +60,18 @@ class LoadedModel:
             self.vocab_size = len(tokenizer)
             self.max_length = pre.max_length
 
+    @property
+    def pad_values(self) -> Mapping[str, int]:
+        """Fill value per input when rows of different lengths are stacked (default 0)."""
+        return {"input_ids": self.text_codec.pad_id} if self.text_codec is not None else {}
+
+    @property
+    def dynamic_output_dims(self) -> Mapping[str, list[int]]:
+        """Per output, the non-batch dims of variable length (cut back per caller after padding)."""
+        return {spec.name: [i for i, d in enumerate(spec.shape) if d == -1 and i > 0] for spec in self.manifest.outputs}
+
     # ---- inputs -------------------------------------------------------------------------
-    def needs_preprocessing(self, inputs: Sequence[Tensor]) -> bool:
+    def needs_decoding(self, inputs: Sequence[Tensor]) -> bool:
         """True when the request carries raw BYTES (decode/tokenise in the worker pool)."""
         return any(t.name == self.raw_input for t in inputs)
 
@@ -172,31 +173,19 @@ class LoadedModel:
             return cache[name]
         raise InvalidInput(f"model {self.name!r} has no output {name!r} (outputs: {self.output_names()})")
 
-    # ---- lifecycle ----------------------------------------------------------------------
-    def warm_up(self) -> float:
-        """Run the full path once (codec + model); returns seconds. Blocking."""
-        start = time.perf_counter()
+    # ---- warm-up and metadata ---------------------------------------------------------
+    def warm_feed(self) -> Feed:
+        """A one-row feed that runs the whole path (codec + model) once."""
         if self.image_codec is not None:
-            size = self.image_codec.pre.crop_size
-            feed: Feed = {"input": np.zeros((1, self.image_codec.pre.channels, size, size), dtype=np.float32)}
-        else:
-            assert self.text_codec is not None
-            feed = self.text_codec([b"warm up"])
-        for _ in range(2):
-            outputs = self.runtime.predict(feed)
-        self.runtime.warm_spare(feed)
-        self.postprocess(outputs, None)
-        return time.perf_counter() - start
+            pre = self.image_codec.pre
+            return {"input": np.zeros((1, pre.channels, pre.crop_size, pre.crop_size), dtype=np.float32)}
+        assert self.text_codec is not None
+        return self.text_codec([b"warm up"])
 
-    def metadata(self) -> dict[str, Any]:
+    def output_metadata(self) -> list[TensorSpec]:
+        """The manifest's outputs plus ``probabilities`` (when the model has logits)."""
         outputs = [*self.manifest.outputs]
         logits = self.output_specs.get("logits")
         if logits is not None:
             outputs.append(TensorSpec(name=PROBABILITIES, datatype="FP32", shape=list(logits.shape)))
-        return {
-            "name": self.name,
-            "versions": [self.version],
-            "platform": self.runtime.platform,
-            "inputs": [t.model_dump() for t in self.manifest.inputs],
-            "outputs": [t.model_dump() for t in outputs],
-        }
+        return outputs

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from lumenserve.bundle import BundleError, check_model_name, list_models, list_versions, load_bundle
-from serving.batching import Batcher, BatchPolicy
+from lumenserve.bundle import BundleError, list_models, list_versions, model_folder
 from serving.errors import InvalidInput, ModelNotFound, Unavailable
 from serving.metrics import ServingMetrics
-from serving.model import LoadedModel
-from serving.runtimes import load_runtime
+from serving.served import ServedModel, load_served_model
 from serving.settings import ServingSettings
 
 log = logging.getLogger("lumenserve.serving")
@@ -37,16 +35,19 @@ class ModelRepository:
     def __init__(self, settings: ServingSettings, metrics: ServingMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.models: dict[str, dict[str, LoadedModel]] = {}
+        self.models: dict[str, dict[str, ServedModel]] = {}
         self.states: dict[tuple[str, str], VersionState] = {}
         self.listeners: list[StateListener] = []
         self.expected: set[str] = set()
         """Models server readiness waits for (startup models, plus API loads, minus API unloads)."""
         self.started = False
         self._locks: dict[str, asyncio.Lock] = {}
+        threads = settings.preprocess_threads or os.cpu_count() or 2
+        self.decode_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="preprocess")
+        """Decodes raw images and tokenises texts for every model (shared, one per CPU by default)."""
 
     # ---- lookup -------------------------------------------------------------------------
-    def get(self, name: str, version: str = "") -> LoadedModel:
+    def get(self, name: str, version: str = "") -> ServedModel:
         """The ready model version (highest when ``version`` is empty)."""
         versions = self.models.get(name)
         if not versions:
@@ -96,7 +97,7 @@ class ModelRepository:
         except BundleError:
             on_disk = []
         for name in on_disk:
-            for version in list_versions(self.settings.repository / name):
+            for version in list_versions(model_folder(self.settings.repository, name)):
                 rows[(name, str(version))] = {"name": name, "version": str(version), "state": "UNAVAILABLE"}
         for key, state in self.states.items():
             rows[key] = {"name": state.name, "version": state.version, "state": state.state}
@@ -110,18 +111,15 @@ class ModelRepository:
 
     async def load(self, name: str) -> None:
         """(Re)load every version of ``name`` found on disk; old versions keep serving meanwhile."""
-        try:
-            check_model_name(name)
+        try:  # REPO/NAME, or REPO itself when it is one model's folder (KServe's /mnt/models)
+            model_dir = model_folder(self.settings.repository, name)
         except BundleError as exc:
             raise InvalidInput(str(exc)) from None
-        model_dir = self.settings.repository / name
-        if model_dir.is_symlink() or model_dir.resolve().parent != self.settings.repository.resolve():
-            raise InvalidInput(f"model {name!r} leaves the model repository (symlinked folder); refusing to load it")
         versions = list_versions(model_dir)
         if not versions:
             raise ModelNotFound(f"model {name!r} is not in the repository")
         async with self._lock(name):
-            loaded: dict[str, LoadedModel] = {}
+            loaded: dict[str, ServedModel] = {}
             errors: list[str] = []
             for number in versions:
                 try:
@@ -137,49 +135,23 @@ class ModelRepository:
             for version, model in old.items():
                 await self._retire(model, keep_state=version in loaded)
 
-    async def _load_version(self, name: str, version: str) -> LoadedModel:
+    async def _load_version(self, name: str, version: str) -> ServedModel:
         key = (name, version)
         self.states[key] = VersionState(name, version, "LOADING")
-        start = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        folder = self.settings.repository / name / version
+        folder = model_folder(self.settings.repository, name) / version
         try:
-            model = await loop.run_in_executor(None, self._build, folder)
+            model = await load_served_model(
+                folder, self.settings, self.metrics.for_model(name, version), self.decode_pool, model_name=name
+            )
         except Exception as exc:
             reason = str(exc) if isinstance(exc, BundleError) else f"load failed: {exc!r}"
             log.error("model %s version %s failed to load: %s", name, version, reason)
             self.states[key] = VersionState(name, version, "UNAVAILABLE", reason)
             raise BundleError(reason) from exc
-        labels = self.metrics.for_model(name, version)
-        model.executors = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"compute-{name}-{version}-{slot}")
-            for slot in range(model.runtime.parallel)
-        ]
-        policy = BatchPolicy(
-            max_batch_size=self.settings.max_batch_size,
-            max_queue_delay=self.settings.max_queue_delay,
-            max_queue_size=self.settings.max_queue_size,
-            max_queue_wait=self.settings.max_queue_wait,
-            pad_values={"input_ids": model.text_codec.pad_id} if model.text_codec else {},
-            dynamic_output_dims={
-                spec.name: [i for i, d in enumerate(spec.shape) if d == -1 and i > 0] for spec in model.manifest.outputs
-            },
-        )
-        model.batcher = Batcher(model.runtime.predict, policy, labels, model.executors)
-        model.batcher.start()
-        model.load_seconds = time.perf_counter() - start
-        model.ready = True
         self.metrics.model_load_seconds.labels(name, version).set(model.load_seconds)
         self.metrics.model_ready.labels(name, version).set(1)
         self.states[key] = VersionState(name, version, "READY")
         log.info("model %s version %s ready in %.2f s (%s)", name, version, model.load_seconds, model.runtime.kind)
-        return model
-
-    def _build(self, folder: object) -> LoadedModel:
-        bundle = load_bundle(folder)  # type: ignore[arg-type]
-        runtime = load_runtime(bundle, self.settings)
-        model = LoadedModel(bundle, runtime, self.settings)
-        model.warm_up()
         return model
 
     async def unload(self, name: str) -> None:
@@ -192,14 +164,9 @@ class ModelRepository:
             for model in versions.values():
                 await self._retire(model, keep_state=False)
 
-    async def _retire(self, model: LoadedModel, *, keep_state: bool) -> None:
-        model.ready = False
-        if model.batcher is not None:
-            await model.batcher.stop()
+    async def _retire(self, model: ServedModel, *, keep_state: bool) -> None:
+        await model.retire()
         key = (model.name, model.version)
-        for executor in model.executors:
-            executor.shutdown(wait=True)
-        model.runtime.close()
         if not keep_state:
             self.states[key] = VersionState(model.name, model.version, "UNAVAILABLE", "unloaded")
             self.metrics.model_ready.labels(model.name, model.version).set(0)
@@ -207,6 +174,7 @@ class ModelRepository:
     async def close(self) -> None:
         for name in list(self.models):
             await self.unload(name)
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
 
     def _notify(self, name: str) -> None:
         for listener in self.listeners:

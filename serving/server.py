@@ -9,8 +9,6 @@ new requests, every accepted request is answered, and the process exits within
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import logging
 import signal
 import socket
@@ -20,7 +18,8 @@ from typing import Any
 import uvicorn
 
 from lumenserve.bundle import BundleError
-from serving.dataplane import DataPlane, ExplainBackend
+from serving.dataplane import DataPlane
+from serving.explain_service import ExplainEngine, ExplainService
 from serving.grpc.server import build_grpc_server
 from serving.grpc.servicer import HealthTracker
 from serving.http.app import build_app
@@ -34,28 +33,20 @@ HTTP_SETTLE_SECONDS = 0.5
 open (answering with ``Connection: close``) before they are closed."""
 
 
-def discover_explain_backend(settings: ServingSettings, metrics: ServingMetrics) -> ExplainBackend | None:
-    """``settings.explain_backend``'s ``create_explain_backend`` or ``ExplainBackend``, called with
-    whichever of ``settings`` / ``metrics`` it accepts; None when unset or the module is absent."""
-    name = settings.explain_backend
-    if not name:
+def build_explain_service(
+    settings: ServingSettings, metrics: ServingMetrics, engine: ExplainEngine | None = None
+) -> ExplainService | None:
+    """The explain service of a server: ``engine`` (default: the explain library's
+    :class:`~serving.explain_backend.CaptumEngine`) behind explain's guarantees; None when
+    ``settings.explain`` is off."""
+    if not settings.explain:
         return None
-    try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            log.info("no explain backend (%s not installed); explain answers UNIMPLEMENTED", name)
-            return None
-        log.exception("explain backend failed to import; explain answers UNIMPLEMENTED")
-        return None
-    factory = getattr(module, "create_explain_backend", None) or getattr(module, "ExplainBackend", None)
-    if factory is None:
-        log.error("%s has neither create_explain_backend nor ExplainBackend", name)
-        return None
-    available: dict[str, Any] = {"settings": settings, "metrics": metrics}
-    accepted = inspect.signature(factory).parameters
-    backend: ExplainBackend = factory(**{k: v for k, v in available.items() if k in accepted})
-    return backend
+    if engine is None:
+        from serving.explain_backend import CaptumEngine  # loads torch: only when explain is on
+
+        engine = CaptumEngine(metrics)
+
+    return ExplainService(settings, metrics, engine)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -68,12 +59,14 @@ class _Uvicorn(uvicorn.Server):
 
 
 class LumenServer:
-    def __init__(self, settings: ServingSettings, explain_backend: ExplainBackend | None = None) -> None:
+    def __init__(self, settings: ServingSettings, explain: ExplainEngine | None = None) -> None:
+        """Every part of the server, built here; ``explain``: the engine behind explain
+        (default: the explain library; tests pass their own)."""
         self.settings = settings
         self.metrics = ServingMetrics()
         self.repository = ModelRepository(settings, self.metrics)
-        backend = explain_backend if explain_backend is not None else discover_explain_backend(settings, self.metrics)
-        self.dataplane = DataPlane(settings, self.repository, self.metrics, backend)
+        self.explain = build_explain_service(settings, self.metrics, explain)
+        self.dataplane = DataPlane(settings, self.repository, self.metrics, self.explain)
         self.health = HealthTracker(self.dataplane)
         self.repository.listeners.append(self.health.schedule_refresh)
         self.grpc_port = 0
@@ -120,11 +113,10 @@ class LumenServer:
             await asyncio.sleep(0.01)
         await self.health.refresh()
         await self.repository.load_startup_models()
-        prepare = getattr(self.dataplane.explain_backend, "prepare", None)
-        if prepare is not None:  # the explain twins' startup check, in the background
+        if self.explain is not None:  # the explain twins' startup check, in the background
             for versions in self.repository.models.values():
                 for model in versions.values():
-                    prepare(model)
+                    self.explain.warm(model)
         if any(m.runtime.device.startswith("cuda") for vs in self.repository.models.values() for m in vs.values()):
             self.metrics.enable_gpu_memory()
         await self.health.refresh()
@@ -172,7 +164,8 @@ class LumenServer:
         else:
             log.info("drained: 0 accepted requests left unanswered")
         await self.repository.close()
-        self.dataplane.pool.shutdown(wait=False, cancel_futures=True)
+        if self.explain is not None:
+            self.explain.close()
         self.stopped.set()
 
     async def _end_http_when_idle(self, timeout: float) -> None:

@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lumenserve.env import DEFAULT_GOMP_SPINCOUNT
+
 RuntimeName = Literal["onnx", "torchscript"]
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 MiB = 1 << 20
@@ -55,7 +57,7 @@ class ServingSettings(BaseSettings):
     """ONNX Runtime inter-op threads per model."""
     omp_wait_policy: Literal["PASSIVE", "ACTIVE", ""] = ""
     """OMP_WAIT_POLICY set before torch loads; "" (default) leaves it to ``gomp_spincount``."""
-    gomp_spincount: int = Field(default=10000, ge=0)
+    gomp_spincount: int = Field(default=DEFAULT_GOMP_SPINCOUNT, ge=0)
     """libgomp's GOMP_SPINCOUNT, set before torch loads when ``omp_wait_policy`` is "" and the
     environment sets neither: torch's OpenMP threads spin this many times between parallel
     regions, then sleep. 10000 (~tens of µs) keeps explanations as fast as ACTIVE (PASSIVE made
@@ -90,13 +92,14 @@ class ServingSettings(BaseSettings):
     """PEM certificate for TLS on both transports (with tls_key)."""
     tls_key: Path | None = None
     """PEM private key for TLS on both transports."""
-    explain_backend: str = "serving.explain_backend"
-    """Module providing the explain backend (``create_explain_backend`` or ``ExplainBackend``);
-    empty disables explain (UNIMPLEMENTED/501)."""
+    explain: bool = True
+    """Serve explanations (the explain library, on each model's eager twin); false answers every
+    explain call UNIMPLEMENTED/501 and the server never loads torch for it."""
     explain_max_concurrency: int = Field(default=1, ge=1)
-    """Explanations computed at once (explain has its own cap so predictions keep flowing)."""
+    """Explanations computed at once: the number of explain threads, the only cap (explain has
+    its own, so predictions keep flowing)."""
     explain_max_queue: int = Field(default=16, ge=0)
-    """Explanations allowed to wait for a slot; beyond it UNAVAILABLE/503."""
+    """Explanations allowed to wait for an explain thread; beyond it UNAVAILABLE/503."""
     explain_nice: int = Field(default=10, ge=0, le=19)
     """How much lower the explain threads' CPU priority is than the predictions' (Linux nice).
     10 keeps predictions flowing during explanations; 0 gives explanations full speed on a host
@@ -105,6 +108,12 @@ class ServingSettings(BaseSettings):
     """Threads decoding images / tokenising texts (0: one per CPU)."""
     static_dir: Path | None = None
     """Folder served at ``/`` (the demo page); default ``serving/static`` when present."""
+    grpc_max_connection_age: float = Field(default=0.0, ge=0)
+    """Seconds after which the gRPC server asks a client to reconnect (GOAWAY); 0: never. A gRPC
+    client keeps one connection per server, so behind a Kubernetes Service it stays on the
+    replica it met first; an age (e.g. 120) spreads clients over replicas the autoscaler adds."""
+    grpc_max_connection_age_grace: float = Field(default=30.0, ge=0)
+    """Seconds calls in flight may still finish on a connection past its age before it closes."""
 
     @field_validator("device")
     @classmethod

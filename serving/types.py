@@ -14,6 +14,8 @@ import numpy as np
 from serving.errors import InvalidInput
 
 Parameters = dict[str, Any]
+Feed = dict[str, np.ndarray]
+"""Model inputs or outputs by tensor name, batch first."""
 
 
 @dataclass(slots=True)

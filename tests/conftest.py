@@ -1,25 +1,28 @@
-"""Shared fixtures: tiny real bundles in a session-wide model repository."""
+"""Shared fixtures: tiny real bundles in a session-wide model repository, and one real server
+per module (``server``, configured by the module's ``server_options``) with a ``worker``
+process for tritonclient's gRPC client. Helpers live in ``tests/support/``."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-
-# Before torch loads: idle OpenMP threads spinning on a 2-core machine slow every other
-# process (servers started by tests, ONNX Runtime) several-fold.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
-import lumenserve.env  # noqa: F401  (ORT_DISABLE_TELEMETRY first)
 from lumenserve.bundle import Bundle
+from lumenserve.env import apply_omp_policy  # (ORT_DISABLE_TELEMETRY first)
+from tests.support.server import ServerOptions, ServerProcess, spawn_pool
+
+# Before torch loads: idle OpenMP threads spinning on a 2-core machine slow every other
+# process (servers started by tests, ONNX Runtime) several-fold.
+apply_omp_policy("train")
 
 
 @pytest.fixture(scope="session")
 def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repository holding ``tiny-image/1`` and ``tiny-text/1`` (built once per session)."""
-    from tests.bundles import make_image_bundle, make_text_bundle
+    from tests.support.bundles import make_image_bundle, make_text_bundle
 
     repo = tmp_path_factory.mktemp("model_repository")
     make_image_bundle(repo)
@@ -41,16 +44,6 @@ def text_bundle(model_repo: Path) -> Bundle:
     return load_bundle(model_repo / "tiny-text" / "1")
 
 
-@pytest.fixture(autouse=True)
-def _one_inference_proto_per_process() -> None:
-    """tritonclient.grpc and serving.protogen register the same `inference` protobuf messages
-    and cannot share one process: use tritonclient's gRPC client only in a subprocess."""
-    import sys
-
-    both = "tritonclient.grpc" in sys.modules and "serving.protogen.inference_pb2" in sys.modules
-    assert not both, "tritonclient.grpc and serving.protogen were both imported in the test process"
-
-
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
     """Tiny models run fastest on one thread (OpenMP spinning costs more than it gives on 2 busy cores).
@@ -61,3 +54,24 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def server_options() -> ServerOptions:
+    """Override in a module to start its ``server`` with other arguments or environment."""
+    return ServerOptions()
+
+
+@pytest.fixture(scope="module")
+def server(model_repo: Path, server_options: ServerOptions) -> Iterator[ServerProcess]:
+    """A real ``lumenserve serve`` on port 0 for the module (``server.http_url``, ``server.grpc_url``)."""
+    repo = server_options.repo or model_repo
+    with ServerProcess(repo, *server_options.args, env=server_options.env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[ProcessPoolExecutor]:
+    """A spawned process for tritonclient's gRPC calls (see ``tests/support/clients.py``)."""
+    with spawn_pool() as pool:
+        yield pool

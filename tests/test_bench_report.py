@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from serving.bench.loadgen import closed_loop, fixed_rate, percentiles_ms
-from serving.bench.report import ANALYSIS_MARKER, evaluate_targets, render_markdown, write_markdown
+from bench.loadgen import closed_loop, fixed_rate, percentiles_ms
+from bench.report import ANALYSIS_MARKER, evaluate_targets, render_markdown, write_markdown
 
 
 def _point(rps: float, p50: float) -> dict[str, object]:

@@ -11,7 +11,7 @@ import torch
 
 from lumenserve.bundle import BundleError, load_bundle, version_dir
 from lumenserve.bundle.reader import sha256_file
-from tests.toy_bundle import make_toy_bundle
+from tests.support.toy_bundle import make_toy_bundle
 
 
 def _rewrite_manifest(bundle_root: Path, edit) -> None:  # type: ignore[no-untyped-def]

@@ -9,14 +9,18 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
-from lumenserve.demo import DEFAULT_RECIPES, IMAGENET_NAME, plan, recipe_bundle_name, write_samples
-from tests.test_demo_support import ROOT, child_env, copy_bundle_as, free_port, stop
+from lumenserve.cli.demo import DEFAULT_RECIPES, IMAGENET_NAME, plan, recipe_bundle_name, write_samples
+from tests.support.demo import child_env, copy_bundle_as, stop
+from tests.support.ports import raise_if_port_clash, retry_on_port_clash
+from tests.support.server import ROOT
+from tests.support.waiting import wait_until
 
 RERUN_BUDGET_S = 60.0  # "a rerun with bundles present starts serving in seconds" (2 shared cores: generous)
 
@@ -63,28 +67,48 @@ def test_samples_are_real_images_with_true_captions(tmp_path: Path) -> None:
     assert any("CC BY" in s["source"] for s in index)
 
 
+@dataclass
+class Demo:
+    child: subprocess.Popen[bytes]
+    lines: queue.Queue[str]
+    output: list[str]
+    url: str | None
+    http_port: int
+
+
+def _start_demo(repo: Path, runs: Path, ports: list[int]) -> Demo:
+    """``lumenserve demo`` on the given ports, read until it prints the page URL (or gives up)."""
+    http_port, grpc_port = ports
+    cmd = [sys.executable, "-m", "lumenserve", "demo", "--repository", str(repo), "--runs", str(runs)]
+    cmd += ["--http-port", str(http_port), "--grpc-port", str(grpc_port)]
+    started = time.monotonic()
+    child = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    demo = Demo(child, queue.Queue(), [], None, http_port)
+    threading.Thread(target=_pump, args=(child, demo.lines), daemon=True).start()
+    while demo.url is None and time.monotonic() - started < RERUN_BUDGET_S:
+        try:
+            line = demo.lines.get(timeout=1)
+        except queue.Empty:
+            line = None
+        if line is None:
+            if child.poll() is not None:  # it gave up: on a port taken since we picked it, try others
+                demo.output += iter_queue(demo.lines)
+                raise_if_port_clash("".join(demo.output))
+                raise AssertionError("".join(demo.output))
+            continue
+        demo.output.append(line)
+        if line.startswith("Open http"):
+            demo.url = line.split()[1]
+    return demo
+
+
 @pytest.mark.slow
 def test_rerun_with_bundles_serves_in_seconds_and_ctrl_c_stops_cleanly(model_repo: Path, tmp_path: Path) -> None:
     names = _demo_repo(model_repo, tmp_path / "repo")
-    http_port, grpc_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "lumenserve", "demo", "--repository", str(tmp_path / "repo")]
-    cmd += ["--runs", str(tmp_path / "runs"), "--http-port", str(http_port), "--grpc-port", str(grpc_port)]
     started = time.monotonic()
-    child = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_pump, args=(child, lines), daemon=True).start()
-    output: list[str] = []
-    url = None
+    demo = retry_on_port_clash(lambda ports: _start_demo(tmp_path / "repo", tmp_path / "runs", ports), 2)
+    child, output, url = demo.child, demo.output, demo.url
     try:
-        while url is None and time.monotonic() - started < RERUN_BUDGET_S:
-            try:
-                line = lines.get(timeout=1)
-            except queue.Empty:
-                assert child.poll() is None, "".join(output)
-                continue
-            output.append(line)
-            if line.startswith("Open http"):
-                url = line.split()[1]
         to_url = time.monotonic() - started
         assert url is not None, f"no URL within {RERUN_BUDGET_S} s:\n{''.join(output)}"
         text = "".join(output)
@@ -94,17 +118,21 @@ def test_rerun_with_bundles_serves_in_seconds_and_ctrl_c_stops_cleanly(model_rep
         page = httpx.get(url, timeout=10)
         assert page.status_code == 200 and "lumenserve" in page.text
         for name in names:
-            assert httpx.get(f"http://127.0.0.1:{http_port}/v2/models/{name}/ready", timeout=10).status_code == 200
+            ready = httpx.get(f"http://127.0.0.1:{demo.http_port}/v2/models/{name}/ready", timeout=10)
+            assert ready.status_code == 200
         assert stop(child, signal.SIGINT, timeout=30) == 0
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
-    time.sleep(0.5)
-    rest = "".join(output) + "".join(iter_queue(lines))
-    assert "server stopped" in rest, rest
+
+    def everything() -> str:  # the child has exited; its last lines reach the pump a moment later
+        output.extend(iter_queue(demo.lines))
+        return "".join(output)
+
+    wait_until(lambda: "server stopped" in everything(), 10, "the demo's 'server stopped' line", details=everything)
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{http_port}/v2/health/live", timeout=2)
+        httpx.get(f"http://127.0.0.1:{demo.http_port}/v2/health/live", timeout=2)
     print(f"demo rerun: URL after {to_url:.1f} s")
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.test_demo_support import ROOT, add_report_version, running_server
+from tests.support.demo import add_report_version
+from tests.support.server import ROOT, ServerOptions, ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -34,23 +34,22 @@ SAMPLE = ROOT / "serving" / "static" / "samples" / "flower.jpg"
 
 
 @pytest.fixture(scope="module")
-def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_options(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> ServerOptions:
     repo = tmp_path_factory.mktemp("showcase_repo")
     shutil.copytree(model_repo / "tiny-image", repo / "tiny-image")
     shutil.copytree(model_repo / "tiny-text", repo / "tiny-text")
     add_report_version(repo, "tiny-image")  # version 2 carries a training report
-    ARTIFACTS.mkdir(exist_ok=True)
-    with running_server(repo, ARTIFACTS / "showcase-server.log") as base:
-        yield base
+    return ServerOptions(repo=repo)
 
 
 def _natural_widths(page, selector: str) -> list[int]:  # type: ignore[no-untyped-def]
     return list(page.eval_on_selector_all(selector, "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)"))
 
 
-def test_showcase_page_end_to_end(server: str) -> None:
+def test_showcase_page_end_to_end(server: ServerProcess) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    ARTIFACTS.mkdir(exist_ok=True)
     errors: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -60,7 +59,7 @@ def test_showcase_page_end_to_end(server: str) -> None:
             page.on("console", lambda msg: errors.append(f"{msg.text} {msg.location}") if msg.type == "error" else None)
             page.set_default_timeout(60_000)
             expect.set_options(timeout=60_000)  # the first explain builds the eager twin: slow on shared cores
-            page.goto(f"{server}/?models=tiny-image,tiny-text")
+            page.goto(f"http://{server.http_url}/?models=tiny-image,tiny-text")
 
             # --- image model: upload, prediction, explanation overlay
             page.click('[data-model="tiny-image"]')

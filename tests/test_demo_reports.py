@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from serving.http.reports import report_routes
-from tests.test_demo_support import add_report_version
+from tests.support.demo import add_report_version
 
 
 @pytest.fixture(scope="module")

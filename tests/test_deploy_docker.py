@@ -120,7 +120,13 @@ def test_dockerignore_keeps_heavy_and_private_things_out() -> None:
         "lumenserve.egg-info/PKG-INFO",
     ):
         assert ignored(path), path
-    for path in ("pyproject.toml", "README.md", "lumenserve/cli.py", "serving/protogen/__init__.py"):
+    for path in (
+        "pyproject.toml",
+        "README.md",
+        "lumenserve/cli/__init__.py",
+        "bench/runner.py",
+        "serving/protogen/__init__.py",
+    ):
         assert not ignored(path), path
 
 
@@ -173,38 +179,71 @@ def test_runtime_environment_is_read_only_friendly(name: str) -> None:
     assert len(healthcheck) == 1 and "/v2/health/ready" in healthcheck[0] and "LUMENSERVE_HTTP_PORT" in healthcheck[0]
 
 
-def test_cpu_image_installs_the_cpu_extra_only() -> None:
+def test_cpu_image_installs_serve_and_the_cpu_extra_only() -> None:
     assert stages("Dockerfile")[0][0]["value"].startswith("${PYTHON_IMAGE}")
     with (ROOT / "Dockerfile").open("rb") as fileobj:
         assert all(image.startswith("python:3.11-slim") for image in DockerfileParser(fileobj=fileobj).parent_images)
     runs = run_commands("Dockerfile")
-    assert 'pip install ".[cpu]"' in runs
+    assert 'pip install -c constraints/serve-cpu.txt ".[serve,cpu]"' in runs
     assert "[gpu]" not in runs and "onnxruntime-gpu" not in runs
 
 
-def test_gpu_image_installs_the_gpu_extra_and_never_cpu_onnxruntime() -> None:
+def test_gpu_image_takes_cuda_from_the_wheels_and_never_cpu_onnxruntime() -> None:
     with (ROOT / "Dockerfile.gpu").open("rb") as fileobj:
         parents = DockerfileParser(fileobj=fileobj).parent_images
-    assert re.fullmatch(r"nvidia/cuda:13\.[\d.]+-cudnn-runtime-ubuntu[\d.]+", parents[0]), parents
+    # No CUDA base image: torch's CUDA wheels bring the libraries, the host brings the driver.
+    assert all(image.startswith("python:3.11-slim") for image in parents), parents
     runs = run_commands("Dockerfile.gpu")
-    assert 'pip install ".[gpu]"' in runs
-    assert "[cpu]" not in runs
+    assert 'pip install -c constraints/serve-gpu.txt ".[serve,gpu]"' in runs
+    assert "[cpu]" not in runs and "cpu.txt" not in runs
     assert not re.search(r"onnxruntime(?!-gpu)[=<>~ \"']", runs), "the CPU onnxruntime must not be installed"
-    assert "python3.11" in runs
+    assert "--index-url" not in runs, "the default index's torch is the CUDA build"
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(dep.startswith("onnxruntime-gpu") for dep in extras["gpu"])
     assert all(dep.startswith("onnxruntime") and "gpu" not in dep for dep in extras["cpu"])
+    text = (ROOT / "Dockerfile.gpu").read_text()
+    assert ">= 580" in text and "7.5" in text  # driver and GPU generation are stated
 
 
-@pytest.mark.parametrize("name", DOCKERFILES)
-def test_images_pin_what_the_project_pins(name: str) -> None:
-    """torch/torchvision and the offline asset packages match pyproject.toml and setup.sh."""
+def constraints(name: str) -> dict[str, str]:
+    """``name==version`` lines of constraints/NAME (lower-case names, '_' as '-')."""
+    pins: dict[str, str] = {}
+    for line in (ROOT / "constraints" / name).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            pkg, _, version = line.partition("==")
+            assert version, f"constraints/{name}: {line!r} is not an exact pin"
+            pins[pkg.lower().replace("_", "-")] = version
+    return pins
+
+
+@pytest.mark.parametrize(("name", "runtime"), [("Dockerfile", "onnxruntime"), ("Dockerfile.gpu", "onnxruntime-gpu")])
+def test_images_install_from_the_constraints_file_and_pin_what_the_project_pins(name: str, runtime: str) -> None:
+    """torch/torchvision match pyproject.toml; every pip install uses the image's constraints."""
     runs = run_commands(name)
+    file = "serve-gpu.txt" if name.endswith(".gpu") else "serve-cpu.txt"
+    pins = constraints(file)
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     for pkg in ("torch", "torchvision"):
         pin = next(d for d in deps if re.match(rf"{pkg}==", d))
         assert f'"{pin}"' in runs, f"{name} must install {pin}"
+        assert pins[pkg] == pin.split("==")[1]
+    installs = [
+        cmd for cmd in re.split(r"&&|\n", runs) if re.search(r"\bpip install\b", cmd) and "--upgrade" not in cmd
+    ]
+    assert installs and all(f"-c constraints/{file}" in cmd for cmd in installs), installs
+    # The serving stack is pinned; the training stack, TorchServe and the other ONNX Runtime are not there.
+    assert {"grpcio", "protobuf", "captum", "starlette", "uvicorn", "prometheus-client", runtime} <= set(pins)
+    other = "onnxruntime" if runtime == "onnxruntime-gpu" else "onnxruntime-gpu"
+    assert not set(pins) & {"tensorboard", "scikit-learn", "torchserve", "torch-model-archiver", "peft", other}
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_images_carry_no_demo_assets(name: str) -> None:
+    """The offline asset packages scripts/setup.sh installs for the demo stay out of the images."""
+    runs = run_commands(name)
     setup = (ROOT / "scripts" / "setup.sh").read_text()
     assets = set(re.findall(r"[\w-]+==[\d.]+", setup.split("--no-deps", 1)[1].split("2>&1", 1)[0]))
     assert assets, "scripts/setup.sh lists the offline asset packages after --no-deps"
-    assert assets <= set(re.findall(r"[\w-]+==[\d.]+", runs)), assets
+    assert not {a.split("==")[0] for a in assets} & set(re.findall(r"[\w-]+", runs))
+    assert "seed_torch_hub" not in runs

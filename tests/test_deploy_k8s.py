@@ -1,7 +1,7 @@
 """Kubernetes manifests: the kustomize overlays build, validate strictly, and hang together.
 
 Every object is validated with kubernetes-validate (strict: unknown fields are errors) for
-the oldest and newest Kubernetes versions we support; the Prometheus Operator's CRDs
+the oldest and newest Kubernetes versions we support (image volumes from 1.33); the Prometheus Operator's CRDs
 (ServiceMonitor, PrometheusRule) have no schema there and are validated against the subset
 schemas shipped in k8s/schemas/. An object of any other kind fails the test.
 """
@@ -26,11 +26,21 @@ ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 # Native gRPC probes are GA from 1.27; 1.32 is the kubectl here.
 KUBERNETES_VERSIONS = ("1.27", "1.32")
+# Variants using newer API fields are validated against at least this version.
+MINIMUM_VERSION = {"repository-image-volume": "1.33"}
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): K8S / "schemas" / "servicemonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): K8S / "schemas" / "prometheusrule-monitoring-v1.json",
 }
-VARIANTS = ("cpu", "gpu", "cpu+repository-init")
+# An overlay, plus the components (k8s/components/) an overlay of the user's would add.
+VARIANTS = (
+    "cpu",
+    "gpu",
+    "cpu+repository-claim",
+    "cpu+repository-image-volume",
+    "cpu+headless-service+kube-prometheus-stack",
+    "gpu+nvidia-runtime-class+triton-metrics",
+)
 GRPC_PORT = 8081
 HTTP_PORT = 8080
 PRESTOP_SLEEP_S = 5
@@ -49,20 +59,27 @@ def kustomize(directory: Path) -> list[Manifest]:
 
 @cache
 def build(variant: str) -> tuple[Manifest, ...]:
-    if variant == "cpu+repository-init":
-        # An overlay as a user writes it: the CPU overlay plus the init-container component.
-        scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"lumenserve-kustomize-{os.getpid()}"
+    overlay, *components = variant.split("+")
+    if components:
+        # An overlay as a user writes it: one of ours plus components.
+        scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"lumenserve-kustomize-{os.getpid()}-{variant}"
         scratch.mkdir(parents=True, exist_ok=True)
+        listed = "".join(f"  - {os.path.relpath(K8S / 'components' / c, scratch)}\n" for c in components)
         (scratch / "kustomization.yaml").write_text(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-            f"resources:\n  - {os.path.relpath(K8S / 'overlays' / 'cpu', scratch)}\n"
-            f"components:\n  - {os.path.relpath(K8S / 'components' / 'repository-init', scratch)}\n"
+            f"resources:\n  - {os.path.relpath(K8S / 'overlays' / overlay, scratch)}\n"
+            f"components:\n{listed}"
         )
         try:
             return tuple(kustomize(scratch))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    return tuple(kustomize(K8S / "overlays" / variant))
+    return tuple(kustomize(K8S / "overlays" / overlay))
+
+
+def main_service(objects: tuple[Manifest, ...]) -> Manifest:
+    """The Service clients and the ServiceMonitor use (the headless one is optional)."""
+    return next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "lumenserve")
 
 
 def one(objects: tuple[Manifest, ...], kind: str) -> Manifest:
@@ -95,6 +112,9 @@ def validate(obj: Manifest, version: str) -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_object_validates_strictly(variant: str, version: str) -> None:
     objects = build(variant)
+    for component, minimum in MINIMUM_VERSION.items():
+        if component in variant.split("+"):
+            version = max(version, minimum, key=lambda v: tuple(map(int, v.split("."))))
     kinds = sorted(o["kind"] for o in objects)
     expected = {
         "ConfigMap",
@@ -180,7 +200,7 @@ def test_server_flags_ports_and_token(variant: str) -> None:
         "--grpc-port": str(GRPC_PORT),
     }
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": HTTP_PORT, "grpc": GRPC_PORT}
-    service = one(objects, "Service")
+    service = main_service(objects)
     assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
         "http": (HTTP_PORT, "http"),
         "grpc": (GRPC_PORT, "grpc"),
@@ -213,13 +233,13 @@ def test_selectors_and_ports_line_up(variant: str) -> None:
         return all(pod_labels.get(k) == v for k, v in selector.items())
 
     assert selects(deployment["spec"]["selector"]["matchLabels"])
-    assert selects(one(objects, "Service")["spec"]["selector"])
+    assert selects(main_service(objects)["spec"]["selector"])
     assert selects(one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"])
     policy = one(objects, "NetworkPolicy")["spec"]
     assert selects(policy["podSelector"]["matchLabels"])
     assert {p["port"] for rule in policy["ingress"] for p in rule["ports"]} == {HTTP_PORT, GRPC_PORT}
     assert policy["egress"] == [] and "Egress" in policy["policyTypes"]  # no phone-home
-    service = one(objects, "Service")
+    service = main_service(objects)
     monitor = one(objects, "ServiceMonitor")["spec"]
     assert all(service["metadata"]["labels"].get(k) == v for k, v in monitor["selector"]["matchLabels"].items())
     assert {e["port"] for e in monitor["endpoints"]} <= {p["name"] for p in service["spec"]["ports"]}
@@ -259,15 +279,98 @@ def test_gpu_overlay_asks_for_a_gpu_and_batches_more() -> None:
     assert int(settings(gpu)["LUMENSERVE_MAX_BATCH_SIZE"]) > int(settings(cpu)["LUMENSERVE_MAX_BATCH_SIZE"])
 
 
-def test_repository_init_component_replaces_the_claim() -> None:
-    objects = build("cpu+repository-init")
+def pod_spec(objects: tuple[Manifest, ...]) -> Manifest:
+    return one(objects, "Deployment")["spec"]["template"]["spec"]
+
+
+def test_model_repository_comes_from_an_image_by_default() -> None:
+    """Works on any cluster: an init container copies the repository image into an emptyDir."""
+    objects = build("cpu")
     assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
-    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    pod = pod_spec(objects)
     volume = next(v for v in pod["volumes"] if v["name"] == "model-repository")
     assert set(volume) == {"name", "emptyDir"}
-    init = pod["initContainers"][0]
-    assert {m["name"] for m in init["volumeMounts"]} == {"model-repository"}
-    assert [o for o in build("cpu") if o["kind"] == "PersistentVolumeClaim"]
+    [init] = pod["initContainers"]
+    assert init["image"].startswith("lumenserve-models:")
+    assert init["command"] == ["cp", "-R", "/models/.", "/repository/"]
+    assert [(m["name"], m["mountPath"]) for m in init["volumeMounts"]] == [("model-repository", "/repository")]
+    # The example image puts the repository where the init container copies from, as uid 10001.
+    dockerfile = (K8S / "model-image" / "Dockerfile").read_text()
+    assert "COPY --chown=10001:10001 . /models/" in dockerfile
+
+
+def test_repository_claim_component_replaces_the_copy() -> None:
+    objects = build("cpu+repository-claim")
+    [claim] = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    pod = pod_spec(objects)
+    assert "initContainers" not in pod
+    volume = next(v for v in pod["volumes"] if v["name"] == "model-repository")
+    assert volume == {
+        "name": "model-repository",
+        "persistentVolumeClaim": {"claimName": claim["metadata"]["name"], "readOnly": True},
+    }
+    assert set(claim["spec"]["accessModes"]) <= {"ReadOnlyMany", "ReadWriteMany"}
+
+
+def test_repository_image_volume_component_mounts_the_image() -> None:
+    objects = build("cpu+repository-image-volume")
+    pod = pod_spec(objects)
+    assert "initContainers" not in pod
+    volume = next(v for v in pod["volumes"] if v["name"] == "model-repository")
+    assert set(volume) == {"name", "image"} and volume["image"]["reference"].startswith("lumenserve-models:")
+    mount = next(m for m in container(objects)["volumeMounts"] if m["name"] == "model-repository")
+    assert mount == {"name": "model-repository", "mountPath": "/models", "subPath": "models", "readOnly": True}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_autoscaler_alone_owns_the_replica_count(variant: str) -> None:
+    objects = build(variant)
+    assert "replicas" not in one(objects, "Deployment")["spec"]
+    assert one(objects, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == "lumenserve"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_grpc_connections_are_aged_for_balancing(variant: str) -> None:
+    from serving.settings import ServingSettings
+
+    data = settings(build(variant))
+    parsed = ServingSettings(
+        grpc_max_connection_age=data["LUMENSERVE_GRPC_MAX_CONNECTION_AGE"],
+        grpc_max_connection_age_grace=data["LUMENSERVE_GRPC_MAX_CONNECTION_AGE_GRACE"],
+    )
+    assert parsed.grpc_max_connection_age > 0
+    # Calls in flight on an aged connection get as long as the drain would give them.
+    assert parsed.grpc_max_connection_age_grace >= float(data["LUMENSERVE_GRACE_PERIOD"])
+
+
+def test_headless_service_component_lists_every_pod_and_is_not_scraped_twice() -> None:
+    objects = build("cpu+headless-service+kube-prometheus-stack")
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    headless = services["lumenserve-headless"]["spec"]
+    assert headless["clusterIP"] == "None"
+    assert headless["selector"] == main_service(objects)["spec"]["selector"]
+    assert {p["name"]: p["port"] for p in headless["ports"]} == {"grpc": GRPC_PORT, "http": HTTP_PORT}
+    selector = one(objects, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+    scraped = [
+        name
+        for name, svc in services.items()
+        if all(svc["metadata"].get("labels", {}).get(k) == v for k, v in selector.items())
+    ]
+    assert scraped == ["lumenserve"]
+
+
+def test_kube_prometheus_stack_component_labels_what_its_prometheus_selects() -> None:
+    plain = build("cpu")
+    labelled = build("cpu+headless-service+kube-prometheus-stack")
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert one(labelled, kind)["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert "release" not in one(plain, kind)["metadata"]["labels"]
+
+
+def test_nvidia_runtime_class_is_an_option_of_the_gpu_overlay() -> None:
+    assert pod_spec(build("gpu+nvidia-runtime-class+triton-metrics"))["runtimeClassName"] == "nvidia"
+    assert "runtimeClassName" not in pod_spec(build("gpu"))
+    assert "nvidia-runtime-class" in (K8S / "overlays" / "gpu" / "kustomization.yaml").read_text()
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -287,4 +390,4 @@ def test_settings_are_real_serving_settings(variant: str, monkeypatch: pytest.Mo
     cpu_limit = float(container(build(variant))["resources"]["limits"]["cpu"])
     assert 1 <= parsed.intra_op_threads <= cpu_limit
     assert 1 <= parsed.preprocess_threads <= cpu_limit
-    assert parsed.device == ("cuda" if variant == "gpu" else "cpu")
+    assert parsed.device == ("cuda" if variant.startswith("gpu") else "cpu")

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,10 +28,13 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
+from tests.support.ports import raise_if_port_clash, retry_on_port_clash, unused_port
+from tests.support.server import ServerOptions, ServerProcess
+from tests.support.waiting import wait_until
+
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "monitoring" / "lumenserve-rules.yml"
 DASHBOARD = ROOT / "monitoring" / "grafana-dashboard.json"
-READY_LINE = re.compile(r"lumenserve ready: http://[\d.]+:(\d+) grpc=[\d.]+:(\d+)")
 HTTP_OK, GRPC_OK, HTTP_BAD = 7, 5, 3  # the traffic this test sends to tiny-image
 
 pytestmark = pytest.mark.slow
@@ -41,33 +42,8 @@ pytestmark = pytest.mark.slow
 T = TypeVar("T")
 
 
-@dataclass
-class Lumenserve:
-    http_port: int
-    grpc_port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, log: Path | None = None) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = probe()
-        if result is not None:
-            return result
-        time.sleep(0.2)
-    tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail}")
+def log_tail(log: Path) -> Callable[[], str]:
+    return lambda: log.read_text()[-3000:] if log.exists() else ""
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -81,39 +57,24 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def lumenserve(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lumenserve]:
-    log = tmp_path_factory.mktemp("lumenserve") / "server.log"
-    cmd = [sys.executable, "-m", "lumenserve", "serve", "--repository", str(model_repo), "--host", "127.0.0.1"]
-    cmd += ["--http-port", "0", "--grpc-port", "0", "--grace-period", "5"]
-    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    try:
-
-        def ready() -> tuple[int, int] | None:
-            assert process.poll() is None, f"lumenserve exited with {process.returncode}:\n{log.read_text()[-3000:]}"
-            match = READY_LINE.search(log.read_text())
-            return (int(match[1]), int(match[2])) if match else None
-
-        http_port, grpc_port = wait_for("lumenserve's ready line", ready, timeout=180, log=log)
-        yield Lumenserve(http_port, grpc_port, log)
-    finally:
-        stop(process)
+def server_options() -> ServerOptions:
+    return ServerOptions(("--host", "127.0.0.1", "--grace-period", "5"))
 
 
-def send_traffic(server: Lumenserve) -> None:
+def send_traffic(server: ServerProcess) -> None:
     # Our own stubs, not tritonclient.grpc: the two register the same `inference` protobuf
-    # messages and cannot share one process (see tests/test_serving_support.py).
+    # messages and cannot share one process (see tests/support/clients.py).
     import grpc
 
-    from serving.protogen import inference_pb2, inference_pb2_grpc
+    from serving.protogen import grpc_service_pb2 as inference_pb2
+    from serving.protogen import grpc_service_pb2_grpc as inference_pb2_grpc
 
     image = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)  # (batch, C, H, W)
     body = {
         "inputs": [{"name": "input", "shape": list(image.shape), "datatype": "FP32", "data": image.ravel().tolist()}]
     }
     bad = {"inputs": [{"name": "input", "shape": [1, 3, 31, 32], "datatype": "FP32", "data": [0.0] * (3 * 31 * 32)}]}
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=f"http://{server.http_url}", timeout=30) as client:
         for _ in range(HTTP_OK):
             response = client.post("/v2/models/tiny-image/infer", json=body)
             assert response.status_code == 200, response.text
@@ -124,7 +85,7 @@ def send_traffic(server: Lumenserve) -> None:
         inputs=[inference_pb2.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=image.shape)],
         raw_input_contents=[image.tobytes()],
     )
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+    with grpc.insecure_channel(server.grpc_url) as channel:
         stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
         for _ in range(GRPC_OK):
             response = stub.ModelInfer(request, timeout=30)
@@ -146,49 +107,57 @@ class Prometheus:
 
 
 @pytest.fixture(scope="module")
-def prometheus(lumenserve: Lumenserve, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+def prometheus(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     binary = shutil.which("prometheus")
     assert binary, "Debian's prometheus is needed: apt-get install prometheus (scripts/setup.sh does)"
     home = tmp_path_factory.mktemp("prometheus")
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES)],
-        "scrape_configs": [
-            {"job_name": "lumenserve", "static_configs": [{"targets": [f"127.0.0.1:{lumenserve.http_port}"]}]}
-        ],
+        "scrape_configs": [{"job_name": "lumenserve", "static_configs": [{"targets": [server.http_url]}]}],
     }
     (home / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
     log = home / "prometheus.log"
-    cmd = [
-        binary,
-        f"--config.file={home / 'prometheus.yml'}",
-        f"--storage.tsdb.path={home / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--storage.tsdb.retention.time=1h",
-        "--log.level=warn",
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=home)
-    url = f"http://127.0.0.1:{port}"
-    try:
 
-        def ready() -> bool | None:
-            assert process.poll() is None, f"prometheus exited:\n{log.read_text()[-3000:]}"
+    def start(ports: list[int]) -> tuple[subprocess.Popen[bytes], str]:
+        cmd = [
+            binary,
+            f"--config.file={home / 'prometheus.yml'}",
+            f"--storage.tsdb.path={home / 'data'}",
+            f"--web.listen-address=127.0.0.1:{ports[0]}",
+            "--storage.tsdb.retention.time=1h",
+            "--log.level=warn",
+        ]
+        with log.open("wb") as out:
+            process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=home)
+        url = f"http://127.0.0.1:{ports[0]}"
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise_if_port_clash(log.read_text())
+                raise AssertionError(f"prometheus exited:\n{log.read_text()[-3000:]}")
             try:
-                return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200 or None
+                return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
             except httpx.HTTPError:
-                return None
+                return False
 
-        wait_for("prometheus /-/ready", ready, timeout=60, log=log)
+        try:
+            wait_until(ready, 60, "prometheus /-/ready", interval=0.2, details=log_tail(log))
+        except BaseException:
+            stop(process)
+            raise
+        return process, url
+
+    process, url = retry_on_port_clash(start, 1)
+    try:
         yield Prometheus(url, log)
     finally:
         stop(process)
 
 
-def test_metrics_endpoint_passes_promtool(lumenserve: Lumenserve) -> None:
-    send_traffic(lumenserve)  # so every counter and histogram has samples
-    text = httpx.get(f"{lumenserve.url}/metrics", timeout=10).text
+def test_metrics_endpoint_passes_promtool(server: ServerProcess) -> None:
+    send_traffic(server)  # so every counter and histogram has samples
+    text = httpx.get(f"http://{server.http_url}/metrics", timeout=10).text
     assert "lumenserve_requests_total{" in text
     out = subprocess.run(
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30, check=False
@@ -196,7 +165,7 @@ def test_metrics_endpoint_passes_promtool(lumenserve: Lumenserve) -> None:
     assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), out.stdout + out.stderr
 
 
-def test_prometheus_sees_the_traffic(lumenserve: Lumenserve, prometheus: Prometheus) -> None:
+def test_prometheus_sees_the_traffic(server: ServerProcess, prometheus: Prometheus) -> None:
     # The module's first test sent one round already (or not, if run alone); send another
     # and expect the counter to move by exactly it.
     def counts() -> dict[tuple[str, str], float]:
@@ -209,29 +178,24 @@ def test_prometheus_sees_the_traffic(lumenserve: Lumenserve, prometheus: Prometh
         if not prometheus.query('up{job="lumenserve"} == 1'):
             return None  # not scraped yet
         first = counts()  # empty when this test runs alone
-        time.sleep(2.5)  # two scrapes later
-        return first if counts() == first else None
+        time.sleep(2.5)  # two scrapes later: settled means unchanged across them
+        return (first,) if counts() == first else None
 
-    before = wait_for("a first scrape of lumenserve", scraped_and_settled, timeout=60, log=prometheus.log)
-    send_traffic(lumenserve)
+    (before,) = wait_until(scraped_and_settled, 60, "a first scrape of lumenserve", details=log_tail(prometheus.log))
+    send_traffic(server)
     expected = {
         ("http", "OK"): before.get(("http", "OK"), 0) + HTTP_OK,
         ("grpc", "OK"): before.get(("grpc", "OK"), 0) + GRPC_OK,
         ("http", "INVALID_ARGUMENT"): before.get(("http", "INVALID_ARGUMENT"), 0) + HTTP_BAD,
     }
-    wait_for(
-        f"Prometheus to report {expected}",
-        lambda: True if counts() == expected else None,
-        timeout=30,
-        log=prometheus.log,
-    )
+    wait_until(lambda: counts() == expected, 30, f"Prometheus to report {expected}", details=log_tail(prometheus.log))
     assert all(float(r["value"][1]) == 1 for r in prometheus.query("lumenserve_model_ready"))
     assert {r["metric"]["model"] for r in prometheus.query("lumenserve_model_ready")} == {"tiny-image", "tiny-text"}
     targets = httpx.get(f"{prometheus.url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
     assert [t["health"] for t in targets] == ["up"]
 
 
-def test_alert_rules_evaluate_on_live_data(lumenserve: Lumenserve, prometheus: Prometheus) -> None:
+def test_alert_rules_evaluate_on_live_data(server: ServerProcess, prometheus: Prometheus) -> None:
     expected = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
 
     def evaluated() -> list[dict[str, Any]] | None:
@@ -239,7 +203,7 @@ def test_alert_rules_evaluate_on_live_data(lumenserve: Lumenserve, prometheus: P
         rules = [r for g in groups for r in g["rules"]]
         return rules if rules and all(r.get("lastEvaluation", "").startswith("20") for r in rules) else None
 
-    rules = wait_for("the alert rules to be evaluated", evaluated, timeout=30, log=prometheus.log)
+    rules = wait_until(evaluated, 30, "the alert rules to be evaluated", details=log_tail(prometheus.log))
     assert {r["name"] for r in rules} == expected
     for rule in rules:
         assert rule["health"] == "ok", rule
@@ -248,22 +212,23 @@ def test_alert_rules_evaluate_on_live_data(lumenserve: Lumenserve, prometheus: P
     assert states["LumenserveDown"] == "inactive"
 
 
-def test_every_dashboard_query_runs(lumenserve: Lumenserve, prometheus: Prometheus) -> None:
+def test_every_dashboard_query_runs(server: ServerProcess, prometheus: Prometheus) -> None:
     from tests.test_deploy_monitoring import dashboard_exprs, grafana_to_promql
 
-    with_data = set()
-    for title, expr in dashboard_exprs():
-        if prometheus.query(grafana_to_promql(expr)):
-            with_data.add(title)
-    assert {"Requests per second by model and status", "Models ready", "Queue depth"} <= with_data, with_data
+    def with_data() -> set[str]:  # every query runs (query() asserts success); these have data
+        return {title for title, expr in dashboard_exprs() if prometheus.query(grafana_to_promql(expr))}
+
+    # polled: an instant query answers nothing for a moment after a scrape that timed out
+    wanted = {"Requests per second by model and status", "Models ready", "Queue depth"}
+    wait_until(lambda: wanted <= with_data(), 30, f"{wanted} to have data", details=lambda: str(with_data()))
 
 
-def test_probe_targets_and_image_healthcheck_answer(lumenserve: Lumenserve) -> None:
+def test_probe_targets_and_image_healthcheck_answer(server: ServerProcess) -> None:
     """What Kubernetes' gRPC probes and Docker's HEALTHCHECK ask, against the live server."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    channel = grpc.insecure_channel(f"127.0.0.1:{lumenserve.grpc_port}")
+    channel = grpc.insecure_channel(server.grpc_url)
     try:
         stub = health_pb2_grpc.HealthStub(channel)
         deployment = yaml.safe_load((ROOT / "k8s" / "base" / "deployment.yaml").read_text())
@@ -280,9 +245,10 @@ def test_probe_targets_and_image_healthcheck_answer(lumenserve: Lumenserve) -> N
         ]
     command = json.loads(healthcheck[-1].split("CMD", 1)[1])
     assert command[0] == "python"
-    env = {**os.environ, "LUMENSERVE_HTTP_PORT": str(lumenserve.http_port)}
+    env = {**os.environ, "LUMENSERVE_HTTP_PORT": str(server.http_port)}
     result = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
-    env["LUMENSERVE_HTTP_PORT"] = str(free_port())  # nothing listens there: the check must fail
-    result = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, timeout=30, check=False)
+    with unused_port() as port:  # nothing listens there: the check must fail
+        env["LUMENSERVE_HTTP_PORT"] = str(port)
+        result = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, timeout=30, check=False)
     assert result.returncode != 0

@@ -30,19 +30,36 @@ print("done")
 """
 
 
-def test_package_import_sets_telemetry_off() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
-    out = subprocess.run(
-        [sys.executable, "-c", "import serving, os; print(os.environ['ORT_DISABLE_TELEMETRY'], os.environ['TMPDIR'])"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
+_SCRATCH = ("TMPDIR", "TEMP", "TMP", "ORT_DISABLE_TELEMETRY", "LUMENSERVE_HOME")
+
+
+def _import_env(cwd: Path, **env: str) -> tuple[str, str]:
+    """(ORT_DISABLE_TELEMETRY, TMPDIR) as ``import serving`` leaves them in a fresh process whose
+    scratch variables are only those given (a user's own TMPDIR must not decide this test)."""
+    clean = {k: v for k, v in os.environ.items() if k not in _SCRATCH}
+    clean["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    program = "import serving, os; print(os.environ['ORT_DISABLE_TELEMETRY'], os.environ['TMPDIR'])"
+    out = subprocess.run([sys.executable, "-c", program], env={**clean, **env}, capture_output=True, text=True,
+                         check=True, cwd=cwd)  # fmt: skip
     flag, tmpdir = out.stdout.split()
+    return flag, tmpdir
+
+
+def test_package_import_sets_telemetry_off_and_scratch_under_lumenserve_home(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    flag, tmpdir = _import_env(tmp_path, LUMENSERVE_HOME=str(home))
     assert flag == "1"
-    assert not tmpdir.startswith("/tmp")
+    assert Path(tmpdir) == home.resolve() / "tmp" and Path(tmpdir).is_dir()
+    # without LUMENSERVE_HOME: ./.lumenserve of the working directory
+    assert Path(_import_env(tmp_path)[1]) == tmp_path.resolve() / ".lumenserve" / "tmp"
+
+
+def test_a_users_tmpdir_and_telemetry_choice_are_kept(tmp_path: Path) -> None:
+    mine = tmp_path / "my-tmp"
+    mine.mkdir()
+    flag, tmpdir = _import_env(tmp_path, TMPDIR=str(mine), ORT_DISABLE_TELEMETRY="0",
+                               LUMENSERVE_HOME=str(tmp_path / "home"))  # fmt: skip
+    assert (flag, tmpdir) == ("0", str(mine))
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ import re
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,22 +23,15 @@ from PIL import Image
 from explain.cli import build_body, explain_command
 from explain.originals import crop_region
 from lumenserve.bundle import Bundle, ImagePreprocessing
-from tests.test_serving_support import ServerProcess, jpeg_bytes, spawn_pool
+from tests.support.clients import jpeg_bytes
+from tests.support.server import ServerOptions, ServerProcess
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(model_repo: Path) -> Iterator[ServerProcess]:
-    env = {"LUMENSERVE_GRACE_PERIOD": "5", "LUMENSERVE_EXPLAIN_MAX_CONCURRENCY": "1"}
-    with ServerProcess(model_repo, env=env) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def worker() -> Iterator[ProcessPoolExecutor]:
-    with spawn_pool() as pool:
-        yield pool
+def server_options() -> ServerOptions:
+    return ServerOptions(env={"LUMENSERVE_GRACE_PERIOD": "5", "LUMENSERVE_EXPLAIN_MAX_CONCURRENCY": "1"})
 
 
 def http_explain(server: ServerProcess, model: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
@@ -69,7 +61,7 @@ def grpc_explain(url: str, model: str, inputs: list[tuple[str, str, list[int], b
     """In a spawned process: ModelExplain with raw contents -> (code, details, outputs, parameters)."""
     import grpc
 
-    from serving.protogen import inference_pb2 as pb
+    from serving.protogen import grpc_service_pb2 as pb
 
     request = pb.ModelInferRequest(model_name=model)
     for key, value in params.items():
@@ -248,7 +240,7 @@ def test_grpc_explain_image_and_text_and_errors(server: ServerProcess, worker: P
     ).result(120)
     assert bad[0] == "INVALID_ARGUMENT" and "n_steps" in bad[1]
     unsupported = worker.submit(
-        grpc_explain, server.grpc_url, "tiny-text", [("text", "BYTES", [1], text)], {"method": "occlusion"}
+        grpc_explain, server.grpc_url, "tiny-text", [("text", "BYTES", [1], text)], {"method": "grad_cam"}
     ).result(120)
     assert unsupported[0] == "UNIMPLEMENTED"
 

@@ -23,7 +23,7 @@ from tests.hardening.grpc_load import insecure_probe, repository_call
 from tests.hardening.payloads import good_image_tensor
 from tests.hardening.tls import self_signed_pair
 from tests.hardening.wire import Call, grpc_calls, http_send, tensor_input
-from tests.test_serving_support import TOKEN, ServerProcess, spawn_pool
+from tests.support.server import TOKEN, ServerOptions, ServerProcess
 
 IMAGE = good_image_tensor(31)  # (1, 3, 32, 32)
 NORMAL = Call("tiny-image", [tensor_input("input", IMAGE, "FP32")], outputs=["logits"])
@@ -35,18 +35,11 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def server(model_repo: Path, pair: tuple[Path, Path]) -> Iterator[ServerProcess]:
+def server_options(pair: tuple[Path, Path]) -> ServerOptions:
     """A TLS server started without --host (so the default bind is what it uses)."""
     cert, key = pair
     env = {"LUMENSERVE_TLS_CERT": str(cert), "LUMENSERVE_TLS_KEY": str(key)}
-    with ServerProcess(model_repo, "--models", "tiny-image", env=env) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def worker() -> Iterator[ProcessPoolExecutor]:
-    with spawn_pool() as pool:
-        yield pool
+    return ServerOptions(("--models", "tiny-image"), env)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from tests.hardening.grpc_load import flood, health_watch
 from tests.hardening.metrics import parse, value
 from tests.hardening.payloads import good_image_tensor
 from tests.hardening.wire import Call, grpc_calls, http_answer, http_body, tensor_input
-from tests.test_serving_support import ServerProcess
+from tests.support.server import ServerProcess
 
 GRACE = 20.0
 PER_TRANSPORT = 50

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -17,26 +16,19 @@ import pytest
 
 from tests.hardening.cases import GRPC_ONLY, HTTP_ONLY, IMAGE, MAX_BATCH, MAX_MESSAGE, SHARED, Case, HttpCase
 from tests.hardening.wire import HTTP_OF_GRPC, Answer, Call, grpc_calls, http_answer, http_send, tensor_input
-from tests.test_serving_support import ServerProcess, spawn_pool
+from tests.support.server import ServerOptions, ServerProcess
 
 NORMAL = Call("tiny-image", [tensor_input("input", IMAGE, "FP32")], outputs=["logits"])
 
 
 @pytest.fixture(scope="module")
-def server(model_repo: Path) -> Iterator[ServerProcess]:
+def server_options() -> ServerOptions:
     env = {
         "LUMENSERVE_MAX_BATCH_SIZE": str(MAX_BATCH),
         "LUMENSERVE_MAX_MESSAGE_SIZE": str(MAX_MESSAGE),
         "LUMENSERVE_EXPLAIN_MAX_QUEUE": "64",
     }
-    with ServerProcess(model_repo, env=env) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def worker() -> Iterator[ProcessPoolExecutor]:
-    with spawn_pool() as pool:
-        yield pool
+    return ServerOptions(env=env)
 
 
 @pytest.fixture(scope="module")

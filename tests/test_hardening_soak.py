@@ -17,7 +17,7 @@ import pytest
 from tests.hardening.grpc_load import explain_variant, soak
 from tests.hardening.payloads import bytes_raw, good_image_tensor, jpeg
 from tests.hardening.wire import Call, In, http_send, tensor_input
-from tests.test_serving_support import ServerProcess, spawn_pool
+from tests.support.server import ServerProcess, spawn_pool
 
 WARM_UP = 20.0
 MEASURED = 120.0

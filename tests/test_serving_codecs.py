@@ -17,7 +17,7 @@ from lumenserve.bundle import ImagePreprocessing
 from serving.batching import Batcher, BatchPolicy
 from serving.codecs.classification import top_k_strings
 from serving.codecs.image import ImageCodec
-from serving.codecs.tensors import decode_list, decode_raw, encode_bytes_raw
+from serving.codecs.tensors import MAX_ELEMENTS, MAX_RANK, decode_list, decode_raw, encode_bytes_raw, tensor_header
 from serving.errors import DeadlineExceeded, InvalidInput, Unavailable
 from serving.metrics import ServingMetrics
 from serving.settings import load_settings
@@ -44,6 +44,40 @@ def test_raw_contents_are_a_view_not_a_copy() -> None:
 def test_raw_length_must_equal_shape_times_itemsize(shape: list[int], size: int, words: str) -> None:
     with pytest.raises(InvalidInput, match=words):
         decode_raw("FP32", shape, b"\0" * size, "x")
+
+
+@pytest.mark.parametrize(
+    ("shape", "words"),
+    [
+        ([0, 1 << 60], "more than"),  # numpy alone: "array is too big"
+        ([0, 1 << 31, 1 << 31], "more than"),
+        ([1 << 31, 0, 2], "more than"),
+        ([0, (1 << 63) - 1], "more than"),
+        ([0, -1], "negative"),
+        ([1] * (MAX_RANK + 1), "dimensions, more than"),
+    ],
+)
+def test_shape_is_checked_before_anything_is_decoded(shape: list[int], words: str) -> None:
+    with pytest.raises(InvalidInput, match=words):
+        tensor_header("x", "UINT64", shape)
+    for decode, contents in ((decode_raw, b""), (decode_list, [])):
+        with pytest.raises(InvalidInput, match=words):
+            decode("UINT64", shape, contents, "x")  # type: ignore[operator,arg-type]
+
+
+def test_empty_tensors_within_the_limits_decode() -> None:
+    header = tensor_header("x", "UINT64", [0, MAX_ELEMENTS])
+    assert header.count == 0 and header.shape == (0, MAX_ELEMENTS)
+    assert header.from_raw(b"").shape == (0, MAX_ELEMENTS) and header.from_list([]).shape == (0, MAX_ELEMENTS)
+    assert tensor_header("x", "BYTES", [2, 0, 3]).from_raw(b"").shape == (2, 0, 3)
+
+
+def test_http_input_with_data_and_binary_data_size_is_refused() -> None:
+    from serving.http.convert import to_request
+
+    head = b'{"inputs":[{"name":"x","datatype":"UINT8","shape":[1],"data":[1],"parameters":{"binary_data_size":1}}]}'
+    with pytest.raises(InvalidInput, match="not both"):
+        to_request(head + b"\x01", str(len(head)), "m", "")
 
 
 def test_bytes_elements_round_trip_and_lying_prefixes() -> None:

@@ -1,61 +1,34 @@
 """Every row of protocol.md's error table, over gRPC and HTTP, against a real server process.
 
-This module doubles as the server's explain backend (``LUMENSERVE_EXPLAIN_BACKEND``): it
-answers UNIMPLEMENTED for method "unsupported" and crashes for method "crash", which must
-leave as a generic INTERNAL with the details only in the server log.
+The explain rows (UNIMPLEMENTED, a crash answered as a generic INTERNAL and logged once) run
+in-process with an injected engine: tests/test_inprocess_serving.py.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.test_serving_support import TOKEN, ServerProcess, grpc_raw, grpc_repository, spawn_pool, triton_status
+from tests.support.clients import grpc_raw, grpc_repository, triton_status
+from tests.support.server import TOKEN, ServerOptions, ServerProcess
 
-SECRET = "secret-detail-8842"
 GOOD = np.zeros((1, 3, 32, 32), dtype=np.float32)
 
 
-class CrashingExplainBackend:
-    """A real pluggable backend for the explain hook whose failures are the point."""
-
-    async def explain(self, model: Any, request: Any) -> Any:
-        from serving.errors import Unimplemented
-
-        method = request.parameters.get("method")
-        if method == "crash":
-            raise RuntimeError(SECRET)
-        raise Unimplemented(f"method {method!r} is not supported for model {model.name!r}")
-
-
-def create_explain_backend() -> CrashingExplainBackend:
-    return CrashingExplainBackend()
-
-
 @pytest.fixture(scope="module")
-def server(model_repo: Path) -> Iterator[ServerProcess]:
+def server_options() -> ServerOptions:
     env = {
         "LUMENSERVE_MAX_QUEUE_SIZE": "1",
         "LUMENSERVE_MAX_BATCH_SIZE": "4",
         "LUMENSERVE_MAX_QUEUE_DELAY": "0.02",
         "LUMENSERVE_MAX_MESSAGE_SIZE": str(1 << 20),
-        "LUMENSERVE_EXPLAIN_BACKEND": "tests.test_serving_errors",
+        "LUMENSERVE_EXPLAIN": "false",
     }
-    with ServerProcess(model_repo, "--models", "tiny-image", env=env) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def worker() -> Iterator[ProcessPoolExecutor]:
-    with spawn_pool() as pool:
-        yield pool
+    return ServerOptions(("--models", "tiny-image"), env)
 
 
 def status(kind: str, server: ServerProcess, worker: ProcessPoolExecutor, model: str, inputs: Any,
@@ -123,7 +96,7 @@ def test_queue_full_is_unavailable(kind: str, server: ServerProcess, worker: Pro
         return triton_status("http", server.http_url, "tiny-image", inputs)
 
     if kind == "grpc":
-        from tests.test_serving_support import concurrent_status
+        from tests.support.clients import concurrent_status
 
         codes = worker.submit(concurrent_status, server.grpc_url, "tiny-image", inputs, 24).result(120)
     else:
@@ -143,35 +116,6 @@ def test_deadline_exceeded(kind: str, server: ServerProcess, worker: ProcessPool
     code, message = status(kind, server, worker, "tiny-image", {"input": (GOOD, "FP32")},
                            timeout=1)  # fmt: skip
     assert code == EXPECTED["deadline"][kind == "http"] and "deadline" in message
-
-
-def _explain_http(server: ServerProcess, method: str) -> httpx.Response:
-    body = {"parameters": {"method": method}, "inputs": [{"name": "input", "datatype": "FP32",
-            "shape": [1, 3, 32, 32], "data": GOOD.ravel().tolist()}]}  # fmt: skip
-    return httpx.post(f"http://{server.http_url}/v2/models/tiny-image/explain", json=body)
-
-
-def _explain_grpc(server: ServerProcess, worker: ProcessPoolExecutor, method: str) -> tuple[str, str]:
-    from tests.test_serving_support import grpc_explain
-
-    code, details = worker.submit(grpc_explain, server.grpc_url, "tiny-image", GOOD, method).result(60)
-    return code, details
-
-
-def test_unimplemented_and_internal_on_both_transports(server: ServerProcess, worker: ProcessPoolExecutor) -> None:
-    answer = _explain_http(server, "unsupported")
-    assert answer.status_code == 501 and "not supported" in answer.json()["error"]
-    code, details = _explain_grpc(server, worker, "unsupported")
-    assert code == "UNIMPLEMENTED" and "not supported" in details
-    answer = _explain_http(server, "crash")
-    assert answer.status_code == 500 and SECRET not in answer.text and "internal error" in answer.json()["error"]
-    code, details = _explain_grpc(server, worker, "crash")
-    assert code == "INTERNAL" and SECRET not in details
-    for _ in range(100):  # the log line reaches our reader thread a moment later
-        if any(SECRET in line for line in server.lines):
-            break
-        time.sleep(0.05)
-    assert any(SECRET in line for line in server.lines), "the details belong in the server log"
 
 
 def test_guarded_api_codes(server: ServerProcess, worker: ProcessPoolExecutor) -> None:

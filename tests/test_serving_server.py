@@ -6,9 +6,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,16 +17,8 @@ from PIL import Image
 
 from lumenserve.bundle import Bundle
 from serving.codecs.image import ImageCodec
-from tests.test_serving_support import (
-    TOKEN,
-    ServerProcess,
-    concurrent_callers,
-    grpc_health,
-    grpc_repository,
-    jpeg_bytes,
-    spawn_pool,
-    triton_infer,
-)
+from tests.support.clients import concurrent_callers, grpc_health, grpc_repository, jpeg_bytes, triton_infer
+from tests.support.server import TOKEN, ServerOptions, ServerProcess
 
 SENTENCES = [
     "a short sentence",
@@ -40,16 +30,9 @@ KINDS = ["grpc", "http"]
 
 
 @pytest.fixture(scope="module")
-def server(model_repo: Path) -> Iterator[ServerProcess]:
-    env = {"LUMENSERVE_MAX_BATCH_SIZE": "16", "LUMENSERVE_EXPLAIN_BACKEND": "", "LUMENSERVE_GRACE_PERIOD": "5"}
-    with ServerProcess(model_repo, env=env) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def worker() -> Iterator[ProcessPoolExecutor]:
-    with spawn_pool() as pool:
-        yield pool
+def server_options() -> ServerOptions:
+    env = {"LUMENSERVE_MAX_BATCH_SIZE": "16", "LUMENSERVE_EXPLAIN": "false", "LUMENSERVE_GRACE_PERIOD": "5"}
+    return ServerOptions(env=env)
 
 
 def call(worker: ProcessPoolExecutor, kind: str, fn: Any, *args: Any, **kwargs: Any) -> Any:

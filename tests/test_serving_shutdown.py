@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.test_serving_support import ServerProcess, closed_loop, spawn_pool
+from tests.hardening.metrics import scrape, value
+from tests.support.clients import closed_loop
+from tests.support.server import ServerProcess, spawn_pool
+from tests.support.waiting import wait_until
 
 GRACE = 8.0
 # What a client may see from a request the server never accepted: its port already closed, a
@@ -38,7 +41,7 @@ def test_sigterm_during_load_loses_no_accepted_request(model_repo: Path) -> None
         threads = [threading.Thread(target=http_caller) for _ in range(6)]
         for thread in threads:
             thread.start()
-        time.sleep(1.2)
+        wait_until(lambda: answered(server) > 10, 60, "requests answered under load", details=server.log_tail)
         sent_at = time.time()
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
@@ -59,3 +62,7 @@ def test_sigterm_during_load_loses_no_accepted_request(model_repo: Path) -> None
         assert finished >= sent_at, f"failure before SIGTERM: {status} {message}"
         text = f"{status} {message}".lower()
         assert any(word in text for word in NOT_ACCEPTED), f"an accepted request was lost: {status} {message}"
+
+
+def answered(server: ServerProcess) -> float:
+    return value(scrape(f"http://{server.http_url}"), "lumenserve_requests_total", model="tiny-image", status="OK")

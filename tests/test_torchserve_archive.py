@@ -212,7 +212,7 @@ def test_torchscript_runtime_answers_like_onnx(text_bundle: Bundle, tmp_path: Pa
         assert json.loads(zf.read("lumenserve_handler.json")) == {"runtime": "torchscript"}
         zf.extractall(tmp_path / "x")
     scripted = TorchServeModel.from_model_dir(tmp_path / "x")
-    assert scripted.model.runtime.kind == "torchscript"
+    assert scripted.runtime.kind == "torchscript"
     onnx = TorchServeModel(text_bundle)
     rows = [{"body": "a fine film"}, {"body": "not good at all, really"}]
     for a, b in zip(scripted.handle(rows, [False, False]), onnx.handle(rows, [False, False]), strict=True):

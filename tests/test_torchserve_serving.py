@@ -19,12 +19,12 @@ import io
 import json
 import shutil
 import socket
-import subprocess
 import sys
 import time
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,26 +37,15 @@ from PIL import Image
 from lumenserve.bundle import Bundle, ImagePreprocessing, load_bundle
 from serving.torchserve.archive import archive_bundle
 from serving.torchserve.config import Ports, read_config
-from serving.torchserve.launcher import TorchServe
+from serving.torchserve.launcher import TorchServe, TorchServeError
+from tests.support.ports import raise_if_port_clash, retry_on_port_clash
+from tests.support.server import ServerProcess
 
 pytestmark = [pytest.mark.torchserve, pytest.mark.slow]
 
 IMAGE_MODEL = "ts-image"
 TEXT_MODEL = "tiny-text"
 LABELS = ["cat", "dog", "bird"]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def random_png(seed: int, size: tuple[int, int]) -> bytes:
@@ -153,14 +142,22 @@ def by_index(body: dict[str, Any], classes: int) -> np.ndarray:
 # ---- TorchServe for the module ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def torchserve(ts_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe]:
-    store = tmp_path_factory.mktemp("model_store")
-    ports = Ports(*free_ports(5))
-    archive_bundle(ts_repo / IMAGE_MODEL / "1", store, batch_size=4, max_batch_delay_ms=100, ports=ports)
-    archive_bundle(ts_repo / TEXT_MODEL / "1", store, batch_size=4, max_batch_delay_ms=20)
-    server = TorchServe(read_config(store), tmp_path_factory.mktemp("ts_scratch"))
-    started = time.monotonic()
-    server.start(timeout_s=150)
-    print(f"TorchServe ready in {time.monotonic() - started:.1f} s")
+    def start(picked: list[int]) -> TorchServe:
+        store = tmp_path_factory.mktemp("model_store")
+        ports = Ports(*picked)
+        archive_bundle(ts_repo / IMAGE_MODEL / "1", store, batch_size=4, max_batch_delay_ms=100, ports=ports)
+        archive_bundle(ts_repo / TEXT_MODEL / "1", store, batch_size=4, max_batch_delay_ms=20)
+        server = TorchServe(read_config(store), tmp_path_factory.mktemp("ts_scratch"))
+        started = time.monotonic()
+        try:
+            server.start(timeout_s=150)
+        except TorchServeError as exc:
+            raise_if_port_clash(str(exc))
+            raise
+        print(f"TorchServe ready in {time.monotonic() - started:.1f} s")
+        return server
+
+    server = retry_on_port_clash(start, len(fields(Ports)))
     try:
         yield server
     finally:
@@ -275,27 +272,11 @@ def test_bad_requests_get_clear_errors(http: httpx.Client) -> None:
 
 
 # ---- lumenserve's own server gives the same answers -------------------------------------------------
-def test_predictions_match_lumenserve_server(http: httpx.Client, ts_repo: Path, tmp_path: Path) -> None:
+def test_predictions_match_lumenserve_server(http: httpx.Client, ts_repo: Path) -> None:
     import tritonclient.http as triton
 
-    http_port, grpc_port = free_ports(2)
-    log = (tmp_path / "serve.log").open("wb")
-    cmd = [sys.executable, "-m", "lumenserve", "serve", "--repository", str(ts_repo),
-           "--http-port", str(http_port), "--grpc-port", str(grpc_port)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            pytest.fail("lumenserve serve never became ready:\n" + (tmp_path / "serve.log").read_text()[-3000:])
-        client = triton.InferenceServerClient(f"127.0.0.1:{http_port}")
+    with ServerProcess(ts_repo) as server:
+        client = triton.InferenceServerClient(server.http_url)
         for model, name, items in ((IMAGE_MODEL, "image", IMAGES), (TEXT_MODEL, "text", [t.encode() for t in TEXTS])):
             inp = triton.InferInput(name, [len(items)], "BYTES")
             inp.set_data_from_numpy(np.array(items, dtype=np.object_), binary_data=True)
@@ -305,14 +286,6 @@ def test_predictions_match_lumenserve_server(http: httpx.Client, ts_repo: Path, 
                 answer = http.post(f"/predictions/{model}", content=item, data=None).json()
                 np.testing.assert_allclose(by_index(answer, ours.shape[1]), ours[row], atol=1e-6, err_msg=model)
         client.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 # ---- explanations ----------------------------------------------------------------------------------------

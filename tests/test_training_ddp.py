@@ -8,13 +8,14 @@ Trainer a single process uses, and saves its final weights.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.support.ports import raise_if_port_clash, retry_on_port_clash
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,22 +46,23 @@ def _worker(out: Path) -> None:
     torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_two_gloo_processes_end_with_identical_weights(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-        "--master_addr=127.0.0.1", f"--master_port={_free_port()}", __file__, str(tmp_path),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+
+    def run(ports: list[int]) -> subprocess.CompletedProcess[str]:
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+            "--master_addr=127.0.0.1", f"--master_port={ports[0]}", __file__, str(tmp_path),
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+        if proc.returncode != 0:
+            raise_if_port_clash(proc.stderr)
+        return proc
+
+    proc = retry_on_port_clash(run, 1)
     assert proc.returncode == 0, proc.stderr[-3000:]
     init0, init1 = load_file(str(tmp_path / "init0.safetensors")), load_file(str(tmp_path / "init1.safetensors"))
     assert not torch.equal(init0["0.weight"], init1["0.weight"])  # the ranks started apart

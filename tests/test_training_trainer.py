@@ -140,13 +140,9 @@ def test_recipe_overrides_and_smoke(tmp_path: Path) -> None:
 
 
 def test_throughput_bench_runs_as_a_function() -> None:
-    import importlib.util
+    from bench.train_throughput import run
 
-    spec = importlib.util.spec_from_file_location("train_throughput", RECIPES.parent / "bench" / "train_throughput.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    result = bench.run(model_name="mobilenet_v3_small", image_size=32, samples=32, batch_size=16, rounds=2, threads=1)
+    result = run(model_name="mobilenet_v3_small", image_size=32, samples=32, batch_size=16, rounds=2, threads=1)
     assert len(result["bare_rounds"]) == len(result["trainer_rounds"]) == 2
     assert result["bare_samples_per_s"] > 0 and result["trainer_samples_per_s"] > 0
     assert result["ratio"] == pytest.approx(result["trainer_samples_per_s"] / result["bare_samples_per_s"])

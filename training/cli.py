@@ -8,6 +8,7 @@ import click
 
 from lumenserve.assets import AssetError
 from lumenserve.bundle import BundleError
+from lumenserve.env import apply_omp_policy
 
 # the errors a user can fix: shown as one line, no traceback
 _USER_ERRORS: tuple[type[Exception], ...] = (AssetError, BundleError)
@@ -50,6 +51,7 @@ def train_command(
     no_progress: bool,
 ) -> None:
     """Fine-tune a pretrained model per the recipe CONFIG (YAML); run under torchrun for DDP."""
+    apply_omp_policy("train")  # before torch loads (_user_errors imports it)
     errors = _user_errors()
     try:
         from training.config import load_recipe
@@ -80,6 +82,7 @@ def train_command(
 @click.option("--pretrained", type=click.Choice(["mobilenet_v2"]), help="Export torchvision's ImageNet model instead.")
 def export_command(run_dir: Path | None, repository: Path, name: str | None, pretrained: str | None) -> None:
     """Export RUN_DIR (a finished training run) as the next bundle version in REPOSITORY/NAME."""
+    apply_omp_policy("train")  # before torch loads (_user_errors imports it)
     errors = _user_errors()
     try:
         from training.export_run import export_pretrained, export_run

@@ -157,6 +157,7 @@ def export_image_model(
     gradcam_layer: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     extra_files: Sequence[tuple[Path, str, ArtifactKind]] = (),
+    imported: dict[str, Any] | None = None,
 ) -> Bundle:
     """Write ``REPO/NAME/N`` for a torchvision classifier (``get_model(arch_name, num_classes=...)``).
 
@@ -202,6 +203,7 @@ def export_image_model(
             "preprocessing": preprocessing.model_dump(),
             "parity": parity,
             "training": training or {},
+            "imported": imported,
         }
         return _finish(staging, artifacts, extra_files, fields)
     except BaseException:
@@ -222,6 +224,7 @@ def export_text_model(
     with_attentions: bool = True,
     tolerance: float = DEFAULT_TOLERANCE,
     extra_files: Sequence[tuple[Path, str, ArtifactKind]] = (),
+    imported: dict[str, Any] | None = None,
 ) -> Bundle:
     """Write ``REPO/NAME/N`` for a transformers sequence classifier (built with eager attention).
 
@@ -305,6 +308,7 @@ def export_text_model(
             "preprocessing": {"kind": "text", "tokenizer_dir": "tokenizer", "max_length": max_length},
             "parity": parity,
             "training": training or {},
+            "imported": imported,
         }
         return _finish(staging, artifacts, extra_files, fields)
     except BaseException:

@@ -2,6 +2,8 @@
 
 ``integrated_gradients`` on a text model means IG over the embeddings
 (:class:`LayerIntegratedGradients`); ``smoothgrad`` is ``noise_tunnel`` over Saliency.
+A vision transformer (``ModelContext.vision_transformer``) gets the image methods with
+``VIT_REGISTRY`` on top: attention maps and rollouts, and Grad-CAM on the token grid.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import torch
 
 from explain.errors import ExplainParameterError, UnsupportedMethodError
+from explain.image_model import VisionTransformer
 from explain.memory import DEFAULT_BUDGET_BYTES
 from explain.methods.attention import AttentionMaps
 from explain.methods.base import IMAGE, TEXT, Explainer, ImageExplainer, Task, TextExplainer
@@ -23,6 +26,8 @@ from explain.methods.layer_integrated_gradients import LayerIntegratedGradients
 from explain.methods.noise_tunnel import NoiseTunnel
 from explain.methods.occlusion import Occlusion
 from explain.methods.saliency import Saliency
+from explain.methods.token_occlusion import TokenOcclusion
+from explain.methods.vit import GradientRollout, VitAttention, VitExplainer, VitGradCam
 from explain.text_model import TextClassifier
 
 REGISTRY: dict[str, dict[Task, type[Explainer[Any]]]] = {
@@ -30,18 +35,32 @@ REGISTRY: dict[str, dict[Task, type[Explainer[Any]]]] = {
     "integrated_gradients": {IMAGE: IntegratedGradients, TEXT: LayerIntegratedGradients},
     "layer_integrated_gradients": {TEXT: LayerIntegratedGradients},
     "gradient_shap": {IMAGE: GradientShap},
-    "occlusion": {IMAGE: Occlusion},
+    "occlusion": {IMAGE: Occlusion, TEXT: TokenOcclusion},
     "grad_cam": {IMAGE: GradCam},
     "noise_tunnel": {IMAGE: NoiseTunnel},
     "smoothgrad": {IMAGE: NoiseTunnel},
     "attention": {TEXT: AttentionMaps},
 }
+VIT_REGISTRY: dict[str, type[VitExplainer]] = {
+    "attention": VitAttention,
+    "gradient_rollout": GradientRollout,
+    "grad_cam": VitGradCam,
+}
+"""Methods that replace or add to the image ones for a vision transformer."""
 DEFAULT_METHOD: dict[Task, str] = {IMAGE: "saliency", TEXT: "integrated_gradients"}
 NOISE_TUNNEL_BASES = ("saliency", "integrated_gradients", "gradient_shap")
 
 
-def supported_methods(task: Task) -> list[str]:
-    return sorted(name for name, by_task in REGISTRY.items() if task in by_task)
+def method_classes(task: Task, vision_transformer: bool = False) -> list[tuple[str, type[Explainer[Any]]]]:
+    """(name, class) of every method for this task, sorted by name."""
+    by_name: dict[str, type[Explainer[Any]]] = {n: t[task] for n, t in REGISTRY.items() if task in t}
+    if vision_transformer and task == IMAGE:
+        by_name |= VIT_REGISTRY
+    return sorted(by_name.items())
+
+
+def supported_methods(task: Task, vision_transformer: bool = False) -> list[str]:
+    return [name for name, _ in method_classes(task, vision_transformer)]
 
 
 @dataclass(frozen=True)
@@ -54,20 +73,26 @@ class ModelContext:
     std: Sequence[float] | None = None
     gradcam_layer: str | None = None
     memory_budget_bytes: int = DEFAULT_BUDGET_BYTES
+    vision_transformer: VisionTransformer | None = None
 
 
 def build_explainer(method: str, ctx: ModelContext, *, base_method: str | None = None) -> Explainer[Any]:
     """The explainer for ``method`` on this model, or :class:`UnsupportedMethodError`."""
+    vit = ctx.vision_transformer if ctx.task == IMAGE else None
+    budget = ctx.memory_budget_bytes
+    if vit is not None and method in VIT_REGISTRY:
+        return VIT_REGISTRY[method](ctx.model, vit=vit, mean=ctx.mean, std=ctx.std, memory_budget_bytes=budget)
     by_task = REGISTRY.get(method)
     if by_task is None:
-        raise UnsupportedMethodError(f"unknown explain method {method!r} (known: {', '.join(sorted(REGISTRY))})")
+        known = sorted(set(REGISTRY) | set(VIT_REGISTRY))
+        raise UnsupportedMethodError(f"unknown explain method {method!r} (known: {', '.join(known)})")
     cls = by_task.get(ctx.task)
     if cls is None:
+        kind = "vision transformer" if vit is not None else f"{ctx.task} model"
         raise UnsupportedMethodError(
-            f"method {method!r} does not apply to a {ctx.task} model "
-            f"(supported: {', '.join(supported_methods(ctx.task))})"
+            f"method {method!r} does not apply to a {kind} "
+            f"(supported: {', '.join(supported_methods(ctx.task, vit is not None))})"
         )
-    budget = ctx.memory_budget_bytes
     if issubclass(cls, TextExplainer):
         assert isinstance(ctx.model, TextClassifier)
         return cls(ctx.model, memory_budget_bytes=budget)
@@ -91,7 +116,9 @@ def build_explainer(method: str, ctx: ModelContext, *, base_method: str | None =
 
 __all__ = [
     "DEFAULT_METHOD",
+    "NOISE_TUNNEL_BASES",
     "REGISTRY",
+    "VIT_REGISTRY",
     "AttentionMaps",
     "Explainer",
     "GradCam",
@@ -102,6 +129,8 @@ __all__ = [
     "NoiseTunnel",
     "Occlusion",
     "Saliency",
+    "TokenOcclusion",
     "build_explainer",
+    "method_classes",
     "supported_methods",
 ]

@@ -45,6 +45,11 @@ def attention_rollout(attention: torch.Tensor, head_fusion: str = "mean") -> tor
 class AttentionMaps(TextExplainer[AttentionParams]):
     name = "attention"
     Params = AttentionParams
+    gradients = False
+
+    @classmethod
+    def outputs(cls, text: bool) -> list[str]:
+        return [*super().outputs(text), "attention_grid_png", "rollout_png"]
 
     def _explain(self, inputs: TextInputs, targets: list[int], params: AttentionParams) -> Explanation:
         with torch.no_grad():

@@ -27,6 +27,13 @@ class Explainer(ABC, Generic[P]):
     name: ClassVar[str]
     tasks: ClassVar[frozenset[Task]]
     Params: ClassVar[type[MethodParams]]
+    gradients: ClassVar[bool] = True
+    """Whether the method needs gradients (eager weights); perturbation methods do not."""
+
+    @classmethod
+    def outputs(cls, text: bool) -> list[str]:
+        """The response fields this method adds to the common ones (logits ... attributions)."""
+        return ["tokens", "token_html", "token_png"] if text else ["overlay_png"]
 
     def __init__(self, model: torch.nn.Module, *, memory_budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
         self.model = model
@@ -52,6 +59,10 @@ class Explainer(ABC, Generic[P]):
             inputs = inputs.detach().requires_grad_(True)
         resolved = resolve_targets(self.logits(inputs) if logits is None else logits, targets)
         return self._explain(inputs, resolved, checked)
+
+    def param_names(self) -> set[str]:
+        """The parameter names ``explain`` accepts."""
+        return set(self.Params.model_fields)
 
     def validate(self, params: dict[str, Any]) -> Any:
         return validate_params(self.Params, self.name, params)

@@ -34,6 +34,10 @@ class IntegratedGradients(ImageExplainer[IntegratedGradientsParams]):
     name = "integrated_gradients"
     Params = IntegratedGradientsParams
 
+    @classmethod
+    def outputs(cls, text: bool) -> list[str]:
+        return [*super().outputs(text), "convergence_delta"]
+
     def captum(self) -> CaptumIG:
         return CaptumIG(self.model)
 

@@ -37,6 +37,10 @@ class LayerIntegratedGradients(TextExplainer[LayerIntegratedGradientsParams]):
     name = "layer_integrated_gradients"
     Params = LayerIntegratedGradientsParams
 
+    @classmethod
+    def outputs(cls, text: bool) -> list[str]:
+        return [*super().outputs(text), "convergence_delta"]
+
     def baseline_ids(self, inputs: TextInputs, kind: str) -> torch.Tensor:
         token = {"pad": self.model.pad_id, "mask": self.model.mask_id, "unk": self.model.unk_id}[kind]
         if token is None:

@@ -47,6 +47,9 @@ class NoiseTunnel(ImageExplainer[NoiseTunnelParams]):
         super().__init__(base.model, mean=base.mean, std=base.std, memory_budget_bytes=base.memory_budget_bytes)
         self.base = base
 
+    def param_names(self) -> set[str]:
+        return set(NoiseTunnelParams.model_fields) | self.base.param_names()
+
     def validate(self, params: dict[str, Any]) -> Any:
         own_names = set(NoiseTunnelParams.model_fields)
         own = validate_params(NoiseTunnelParams, self.name, {k: v for k, v in params.items() if k in own_names})

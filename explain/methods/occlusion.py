@@ -38,6 +38,7 @@ class OcclusionParams(MethodParams):
 class Occlusion(ImageExplainer[OcclusionParams]):
     name = "occlusion"
     Params = OcclusionParams
+    gradients = False
 
     def _explain(self, inputs: Any, targets: list[int], params: OcclusionParams) -> Explanation:
         _, c, h, w = inputs.shape  # (batch, C, H, W)

@@ -5,6 +5,7 @@ from lumenserve.bundle.manifest import (
     FORMAT_VERSION,
     Artifact,
     ImagePreprocessing,
+    ImportRecord,
     Manifest,
     ParityRecord,
     TensorSpec,
@@ -13,7 +14,14 @@ from lumenserve.bundle.manifest import (
     TransformersArchitecture,
 )
 from lumenserve.bundle.reader import Bundle, load_bundle, sha256_file
-from lumenserve.bundle.repository import check_model_name, list_models, list_versions, version_dir
+from lumenserve.bundle.repository import (
+    check_model_name,
+    list_models,
+    list_versions,
+    model_folder,
+    single_model_name,
+    version_dir,
+)
 from lumenserve.bundle.writer import finish_bundle, new_staging_dir, tree_artifacts
 
 __all__ = [
@@ -22,6 +30,7 @@ __all__ = [
     "Bundle",
     "BundleError",
     "ImagePreprocessing",
+    "ImportRecord",
     "Manifest",
     "ParityRecord",
     "TensorSpec",
@@ -33,8 +42,10 @@ __all__ = [
     "list_models",
     "list_versions",
     "load_bundle",
+    "model_folder",
     "new_staging_dir",
     "sha256_file",
+    "single_model_name",
     "tree_artifacts",
     "version_dir",
 ]

@@ -17,20 +17,28 @@ if TYPE_CHECKING:
 
 
 def build_eager_model(bundle: Bundle) -> torch.nn.Module:
-    """The bundle's model in eval mode on CPU with its trained weights."""
+    """The bundle's model in eval mode on CPU with its trained weights.
+
+    Image bundles answer ``model(images)`` with logits (batch, classes) whatever the family
+    (a transformers image classifier is wrapped); text bundles answer the transformers model.
+    """
     from safetensors.torch import load_file
 
     arch = bundle.manifest.architecture
     model: torch.nn.Module
+    if arch is None:
+        raise BundleError(f"{bundle.root}: bundle has no eager model (imported from ONNX or TorchScript)")
     if isinstance(arch, TorchvisionArchitecture):
         import torchvision
 
         model = torchvision.models.get_model(arch.name, weights=None, num_classes=arch.num_classes)
     elif isinstance(arch, TransformersArchitecture):
-        from transformers import AutoConfig, AutoModelForSequenceClassification
+        from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
         config = AutoConfig.from_pretrained(bundle.subdir(arch.config_dir))
-        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+        image = arch.head == "image-classification"
+        auto = AutoModelForImageClassification if image else AutoModelForSequenceClassification
+        model = auto.from_config(config, attn_implementation="eager")
     else:  # pragma: no cover - the schema admits only the two families
         raise BundleError(f"unknown architecture family in {bundle.root}")
     state = load_file(str(bundle.path("safetensors")))
@@ -42,7 +50,25 @@ def build_eager_model(bundle: Bundle) -> torch.nn.Module:
             f"{bundle.root}: weights do not fit the architecture "
             f"(missing {real_missing[:5]}, unexpected {list(unexpected)[:5]})"
         )
+    if isinstance(arch, TransformersArchitecture) and arch.head == "image-classification":
+        return _image_logits(model).eval()
     return model.eval()
+
+
+def _image_logits(model: torch.nn.Module) -> torch.nn.Module:
+    """A transformers image classifier as ``images (batch, C, H, W) -> logits (batch, classes)``;
+    the transformers model stays reachable as ``.model`` (its modules as ``model.*``)."""
+    import torch
+
+    class ImageLogits(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = inner
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return self.model(pixel_values=pixel_values).logits  # (batch, classes)
+
+    return ImageLogits(model)
 
 
 def load_tokenizer(bundle: Bundle) -> Any:

@@ -1,4 +1,4 @@
-"""The bundle manifest schema (``manifest.json``), format version 1.
+"""The bundle manifest schema (``manifest.json``), format version 1 (new fields optional).
 
 A bundle is ``REPO/NAME/VERSION/`` holding ``manifest.json`` and the artifacts it lists.
 Everything serving or explaining needs is in the manifest, so no training code is
@@ -21,7 +21,7 @@ Datatype = Literal[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
     "FP16", "FP32", "FP64", "BF16", "BYTES",
 ]  # fmt: skip
-Task = Literal["image-classification", "text-classification"]
+Task = Literal["image-classification", "text-classification", "tensor"]
 # Kinds of artifact a bundle may hold. Pickle formats are deliberately absent.
 ArtifactKind = Literal["onnx", "onnx_data", "torchscript", "safetensors", "tokenizer", "config", "report"]
 LOADABLE_KINDS = ("onnx", "torchscript", "safetensors")
@@ -63,6 +63,8 @@ class TransformersArchitecture(_Strict):
     config_dir: str
     num_labels: int = Field(ge=2)
     model_type: str = "bert"
+    head: Literal["sequence-classification", "image-classification"] = "sequence-classification"
+    """Which auto class rebuilds it: ``AutoModelFor{Sequence,Image}Classification``."""
 
 
 Architecture = Annotated[TorchvisionArchitecture | TransformersArchitecture, Field(discriminator="family")]
@@ -78,9 +80,15 @@ class ImagePreprocessing(_Strict):
     std: list[float]
     channels: Literal[1, 3] = 3
     interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    """Axis order of the model's image input: (batch, C, H, W) or (batch, H, W, C)."""
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    """Order of the 3 colour channels (mean/std follow it); always RGB for 1 channel (L)."""
 
     @model_validator(mode="after")
     def _lengths(self) -> ImagePreprocessing:
+        if self.channels == 1 and self.channel_order != "RGB":
+            raise ValueError("channel_order BGR needs 3 channels")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ValueError("mean and std need one value per channel")
         if any(s <= 0 for s in self.std):
@@ -95,6 +103,8 @@ class TextPreprocessing(_Strict):
     tokenizer_dir: str
     max_length: int = Field(ge=2, le=8192)
     lowercase: bool = False
+    pad_to_max_length: bool = False
+    """Always pad to ``max_length`` (the model's sequence axis is fixed), not to the longest text."""
 
 
 Preprocessing = Annotated[ImagePreprocessing | TextPreprocessing, Field(discriminator="kind")]
@@ -117,19 +127,42 @@ class ParityRecord(_Strict):
     tolerance: float = Field(gt=0)
 
 
+SourceKind = Literal["onnx", "torchscript", "hf", "torchvision"]
+
+
+class ImportRecord(_Strict):
+    """How ``lumenserve import`` made the bundle, and the check run it did on generated inputs."""
+
+    source_kind: SourceKind
+    source: str
+    """File or folder name of the source (no directories)."""
+    source_sha256: str | None = None
+    """sha256 of the source file (single-file sources only)."""
+    check_inputs: list[TensorSpec]
+    """The generated inputs of the check run, with their concrete shapes."""
+    check_outputs: list[TensorSpec]
+    """What the model answered to them: names, datatypes, concrete shapes."""
+    notes: list[str] = []
+    """Choices the importer made that the user did not state (e.g. input specs from a sample run)."""
+
+
 class Manifest(_Strict):
     format_version: int
     name: str
     version: int = Field(ge=1)
     task: Task
-    architecture: Architecture
-    labels: list[str] = Field(min_length=2)
+    architecture: Architecture | None = None
+    """How to rebuild the eager model; None when the bundle has no eager weights (ONNX/TorchScript only)."""
+    labels: list[str] = []
+    """Class names (classification: at least 2; tensor: optional, usually empty)."""
     inputs: list[TensorSpec] = Field(min_length=1)
     outputs: list[TensorSpec] = Field(min_length=1)
-    preprocessing: Preprocessing
+    preprocessing: Preprocessing | None = None
+    """Classification: required; tensor: None (inputs are served as-is)."""
     artifacts: list[Artifact] = Field(min_length=1)
     parity: list[ParityRecord] = []
     training: dict[str, Any] = {}
+    imported: ImportRecord | None = None
     created_at: str = ""
 
     @field_validator("name")
@@ -142,12 +175,23 @@ class Manifest(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
         arch = self.architecture
-        n = arch.num_classes if isinstance(arch, TorchvisionArchitecture) else arch.num_labels
-        if n != len(self.labels):
-            raise ValueError(f"architecture has {n} classes but {len(self.labels)} labels are listed")
-        image_task = self.task == "image-classification"
-        if image_task != isinstance(self.preprocessing, ImagePreprocessing):
-            raise ValueError(f"preprocessing kind {self.preprocessing.kind!r} does not fit task {self.task!r}")
+        if arch is not None:
+            n = arch.num_classes if isinstance(arch, TorchvisionArchitecture) else arch.num_labels
+            if n != len(self.labels):
+                raise ValueError(f"architecture has {n} classes but {len(self.labels)} labels are listed")
+        pre = self.preprocessing
+        if self.task == "tensor":
+            if pre is not None:
+                raise ValueError("task 'tensor' takes no preprocessing")
+        else:
+            if len(self.labels) < 2:
+                raise ValueError(f"task {self.task!r} needs at least 2 labels")
+            wanted = ImagePreprocessing if self.task == "image-classification" else TextPreprocessing
+            if not isinstance(pre, wanted):
+                kind = pre.kind if pre is not None else None
+                raise ValueError(f"preprocessing kind {kind!r} does not fit task {self.task!r}")
+        if arch is None and not any(a.kind in ("onnx", "torchscript") for a in self.artifacts):
+            raise ValueError("a bundle without architecture needs an onnx or torchscript artifact")
         paths = [a.path for a in self.artifacts]
         if len(set(paths)) != len(paths):
             raise ValueError("artifact paths must be unique")

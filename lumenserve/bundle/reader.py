@@ -118,16 +118,21 @@ def read_manifest(root: Path) -> Manifest:
         raise BundleError(f"{path}: invalid manifest: {problems}") from exc
 
 
-def load_bundle(folder: str | Path, *, verify_checksums: bool = True) -> Bundle:
-    """Read, validate and verify the bundle in ``folder`` (``REPO/NAME/VERSION``)."""
+def load_bundle(folder: str | Path, *, verify_checksums: bool = True, model_name: str | None = None) -> Bundle:
+    """Read, validate and verify the bundle in ``folder`` (``REPO/NAME/VERSION``).
+
+    ``model_name``: the name the bundle must carry; default the parent folder's name (a single
+    model folder mounted as the repository, like KServe's ``/mnt/models``, passes its name)."""
     root = Path(folder).resolve()
     if not root.is_dir():
         raise BundleError(f"{root}: bundle folder does not exist")
     manifest = read_manifest(root)
     if root.name != str(manifest.version):
         raise BundleError(f"{root}: folder name does not match manifest version {manifest.version}")
-    if root.parent.name != manifest.name:
+    if model_name is None and root.parent.name != manifest.name:
         raise BundleError(f"{root}: parent folder name does not match manifest name {manifest.name!r}")
+    if model_name is not None and model_name != manifest.name:
+        raise BundleError(f"{root}: manifest name {manifest.name!r} is not the model's name {model_name!r}")
     for artifact in manifest.artifacts:
         path = _inside(root, artifact.path)
         if not path.is_file():

@@ -7,10 +7,14 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """(batch, classes) scores -> (batch, min(k, classes)) class indices, best first (ties: lower index)."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]
+
+
 def top_k_strings(scores: np.ndarray, k: int, labels: Sequence[str]) -> np.ndarray:
     """(batch, classes) scores -> (batch, k) object array of b"score:index:label"."""
-    k = min(k, scores.shape[1])
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (batch, k)
+    order = top_k(scores, k)  # (batch, k)
     out = np.empty(order.shape, dtype=np.object_)
     for row in range(order.shape[0]):
         for col, index in enumerate(order[row]):

@@ -3,13 +3,17 @@
 Raw contents (gRPC ``raw_input_contents``, HTTP binary extension) are decoded with
 ``np.frombuffer``: a read-only view of the received buffer, no copy. The byte length must
 equal prod(shape) x itemsize; BYTES elements are a 4-byte little-endian length then the bytes.
+
+Each transport first turns every declared input into a :class:`TensorHeader` with
+:func:`tensor_header` (the one check of datatype and shape, done before any contents are
+decoded and before the model is looked up), then decodes the contents through it.
 """
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +39,9 @@ NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
 DATATYPES = (*NUMPY_DTYPES, "BYTES")
 _V2_OF_KIND = {np.dtype(v).str: k for k, v in NUMPY_DTYPES.items() if k != "BF16"}
 MAX_ELEMENTS = 1 << 31
+"""Most elements a declared shape may describe (zero dimensions left out of the product)."""
+MAX_RANK = 32
+"""Most dimensions a shape may have (numpy's own limit before numpy 2)."""
 _LEN = struct.Struct("<I")
 
 
@@ -53,30 +60,60 @@ def check_datatype(datatype: str, name: str) -> None:
         raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r} (expected one of {', '.join(DATATYPES)})")
 
 
-def element_count(shape: Sequence[int], name: str) -> int:
-    """prod(shape), refusing negative dims and absurd sizes."""
-    dims = [int(d) for d in shape]
+@dataclass(frozen=True, slots=True)
+class TensorHeader:
+    """A declared tensor (name, datatype, shape), checked by :func:`tensor_header` before any
+    of its contents is decoded or allocated. ``count`` is prod(shape)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    count: int
+
+    def from_raw(self, raw: bytes | memoryview) -> np.ndarray:
+        """Raw little-endian contents -> array of ``shape`` (a view of ``raw``, no copy)."""
+        if self.datatype == "BYTES":
+            return decode_bytes_raw(raw, self.shape, self.count, self.name)
+        dtype = NUMPY_DTYPES[self.datatype]
+        expected = self.count * dtype.itemsize
+        if len(raw) != expected:
+            raise InvalidInput(
+                f"input {self.name!r}: raw contents hold {len(raw)} bytes but shape {list(self.shape)} x "
+                f"{self.datatype} needs {expected}"
+            )
+        return np.frombuffer(raw, dtype=dtype, count=self.count).reshape(self.shape)
+
+    def from_list(self, data: Any) -> np.ndarray:
+        """A flat or nested list (JSON ``data``, gRPC typed contents) -> array of ``shape``."""
+        return _decode_list(self, data)
+
+
+def tensor_header(name: str, datatype: str, shape: Sequence[int]) -> TensorHeader:
+    """Check a declared tensor once, before anything is allocated or looked up.
+
+    Refused (InvalidInput): an unknown datatype, more than ``MAX_RANK`` dimensions, a negative
+    dimension, or dimensions whose product, zeros left out, passes ``MAX_ELEMENTS`` (numpy
+    cannot even describe ``[0, 2**60]`` of UINT64). The product stops growing at the first
+    step past the limit, so a hostile shape costs at most ``MAX_RANK`` multiplications of
+    bounded numbers.
+    """
+    check_datatype(datatype, name)
+    dims = tuple(int(d) for d in shape[: MAX_RANK + 1])
+    if len(dims) > MAX_RANK:
+        raise InvalidInput(f"input {name!r}: shape has {len(shape)} dimensions, more than {MAX_RANK}")
     if any(d < 0 for d in dims):
-        raise InvalidInput(f"input {name!r}: negative dimension in shape {dims}")
-    count = math.prod(dims)
-    if count > MAX_ELEMENTS:
-        raise InvalidInput(f"input {name!r}: shape {dims} has {count} elements, more than {MAX_ELEMENTS}")
-    return count
+        raise InvalidInput(f"input {name!r}: negative dimension in shape {list(dims)}")
+    volume = 1  # product of the non-zero dimensions
+    for d in dims:
+        volume *= d or 1
+        if volume > MAX_ELEMENTS:
+            raise InvalidInput(f"input {name!r}: shape {list(dims)} declares more than {MAX_ELEMENTS} elements")
+    return TensorHeader(name, datatype, dims, 0 if 0 in dims else volume)
 
 
 def decode_raw(datatype: str, shape: Sequence[int], raw: bytes | memoryview, name: str) -> np.ndarray:
     """Raw little-endian contents -> array of ``shape`` (a view of ``raw``, no copy)."""
-    check_datatype(datatype, name)
-    count = element_count(shape, name)
-    if datatype == "BYTES":
-        return decode_bytes_raw(raw, shape, count, name)
-    dtype = NUMPY_DTYPES[datatype]
-    expected = count * dtype.itemsize
-    if len(raw) != expected:
-        raise InvalidInput(
-            f"input {name!r}: raw contents hold {len(raw)} bytes but shape {list(shape)} x {datatype} needs {expected}"
-        )
-    return np.frombuffer(raw, dtype=dtype, count=count).reshape(tuple(shape))
+    return tensor_header(name, datatype, shape).from_raw(raw)
 
 
 def decode_bytes_raw(raw: bytes | memoryview, shape: Sequence[int], count: int, name: str) -> np.ndarray:
@@ -128,8 +165,11 @@ def to_raw(array: np.ndarray) -> bytes:
 
 def decode_list(datatype: str, shape: Sequence[int], data: Any, name: str) -> np.ndarray:
     """A flat or nested list (JSON ``data``, gRPC typed contents) -> array of ``shape``."""
-    check_datatype(datatype, name)
-    count = element_count(shape, name)
+    return tensor_header(name, datatype, shape).from_list(data)
+
+
+def _decode_list(header: TensorHeader, data: Any) -> np.ndarray:
+    name, datatype, shape, count = header.name, header.datatype, header.shape, header.count
     if datatype in ("FP16", "BF16") and not isinstance(data, list):
         raise InvalidInput(f"input {name!r}: {datatype} travels only as raw bytes")
     if datatype == "BYTES":
@@ -158,7 +198,7 @@ def decode_list(datatype: str, shape: Sequence[int], data: Any, name: str) -> np
         raise InvalidInput(f"input {name!r}: data does not fit {datatype}: {exc}") from None
     if array.size != count:
         raise InvalidInput(f"input {name!r}: {array.size} elements for shape {list(shape)} ({count} expected)")
-    return array.reshape(tuple(shape))
+    return array.reshape(shape)
 
 
 def _flatten(data: Any, name: str, depth: int = 0) -> Any:

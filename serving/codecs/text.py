@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from lumenserve.bundle import TextPreprocessing
+from lumenserve.bundle.text import tokenize
 from serving.errors import InvalidInput
 
 
@@ -34,11 +35,4 @@ class TextCodec:
         return texts
 
     def __call__(self, items: Sequence[bytes]) -> dict[str, np.ndarray]:
-        texts = self.decode_texts(items)
-        encoded = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.pre.max_length, return_tensors="np"
-        )
-        return {
-            "input_ids": np.asarray(encoded["input_ids"], dtype=np.int64),  # (batch, seq)
-            "attention_mask": np.asarray(encoded["attention_mask"], dtype=np.int64),  # (batch, seq)
-        }
+        return tokenize(self.tokenizer, self.pre, self.decode_texts(items))  # (batch, seq) each

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from serving.codecs.tensors import decode_list, decode_raw, to_raw
+from serving.codecs.tensors import TensorHeader, tensor_header, to_raw
 from serving.errors import InvalidInput
-from serving.protogen import inference_pb2 as pb
+from serving.protogen import grpc_service_pb2 as pb
 from serving.types import InferenceRequest, InferenceResponse, RequestedOutput, Tensor
 
 # v2 datatype -> InferTensorContents field holding it
@@ -55,14 +55,21 @@ def set_parameters(target: Any, params: Mapping[str, Any]) -> None:
 
 
 def to_request(message: pb.ModelInferRequest, time_remaining: float | None) -> InferenceRequest:
+    """Every input's header is checked first (shape, datatype), then the framing, then contents."""
+    headers = [tensor_header(tensor.name, tensor.datatype, tensor.shape) for tensor in message.inputs]
     raw = message.raw_input_contents
-    if raw and len(raw) != len(message.inputs):
-        raise InvalidInput(f"{len(raw)} raw_input_contents for {len(message.inputs)} inputs (one each expected)")
+    if raw:
+        if len(raw) != len(message.inputs):
+            raise InvalidInput(f"{len(raw)} raw_input_contents for {len(message.inputs)} inputs (one each expected)")
+        for tensor in message.inputs:
+            if tensor.HasField("contents"):  # as Triton: one request uses one form
+                raise InvalidInput(
+                    f"input {tensor.name!r}: contents must not be set when the request carries raw_input_contents"
+                )
     inputs: list[Tensor] = []
-    for index, tensor in enumerate(message.inputs):
-        shape = list(tensor.shape)
-        data = decode_raw(tensor.datatype, shape, raw[index], tensor.name) if raw else _from_contents(tensor, shape)
-        inputs.append(Tensor(tensor.name, tensor.datatype, data, parameters_of(tensor.parameters)))
+    for index, (header, tensor) in enumerate(zip(headers, message.inputs, strict=True)):
+        data = header.from_raw(raw[index]) if raw else _from_contents(header, tensor.contents)
+        inputs.append(Tensor(header.name, header.datatype, data, parameters_of(tensor.parameters)))
     outputs = [RequestedOutput(o.name, parameters_of(o.parameters)) for o in message.outputs] or None
     return InferenceRequest(
         model=message.model_name,
@@ -75,12 +82,11 @@ def to_request(message: pb.ModelInferRequest, time_remaining: float | None) -> I
     )
 
 
-def _from_contents(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[int]) -> np.ndarray:
-    field = CONTENTS_FIELD.get(tensor.datatype)
+def _from_contents(header: TensorHeader, contents: pb.InferTensorContents) -> np.ndarray:
+    field = CONTENTS_FIELD.get(header.datatype)
     if field is None:
-        decode_list(tensor.datatype, shape, None, tensor.name)  # raises the right error
-        raise InvalidInput(f"input {tensor.name!r}: {tensor.datatype} travels only in raw_input_contents")
-    return decode_list(tensor.datatype, shape, list(getattr(tensor.contents, field)), tensor.name)
+        raise InvalidInput(f"input {header.name!r}: {header.datatype} travels only in raw_input_contents")
+    return header.from_list(list(getattr(contents, field)))
 
 
 def from_response(response: InferenceResponse) -> pb.ModelInferResponse:
@@ -98,40 +104,28 @@ def from_response(response: InferenceResponse) -> pb.ModelInferResponse:
 
 
 def repository_model_name(message: pb.RepositoryModelLoadRequest | pb.RepositoryModelUnloadRequest) -> str:
-    """The model name of a repository request, KServe's field 1 or Triton's field 2.
+    """The model name of a repository request: Triton's ``model_name = 2``, else field 1.
 
-    tritonclient speaks Triton's repository messages (``repository_name = 1, model_name = 2``);
-    field 2 is unknown to our KServe-numbered message but protobuf keeps it, so it is read
-    back from the serialized bytes.
+    tritonclient sends Triton's message (``repository_name = 1, model_name = 2``); KServe's
+    clients send their own, whose field 1 is the model name.
     """
-    if message.model_name:
-        return message.model_name
-    data = message.SerializeToString()
-    offset = 0
-    while offset < len(data):
-        key, offset = _varint(data, offset)
-        field, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            _, offset = _varint(data, offset)
-        elif wire_type == 2:
-            length, offset = _varint(data, offset)
-            if field == 2:
-                return data[offset : offset + length].decode("utf-8", errors="replace")
-            offset += length
-        elif wire_type in (1, 5):
-            offset += 8 if wire_type == 1 else 4
-        else:
-            break
-    return ""
+    return message.model_name or message.repository_name
 
 
-def _varint(data: bytes, offset: int) -> tuple[int, int]:
-    value = shift = 0
-    while offset < len(data):
-        byte = data[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            break
-        shift += 7
-    return value, offset
+RepositoryAnswer = TypeVar("RepositoryAnswer", pb.RepositoryModelLoadResponse, pb.RepositoryModelUnloadResponse)
+
+
+def repository_answer(kind: type[RepositoryAnswer], model_name: str) -> RepositoryAnswer:
+    """Triton's (empty) load/unload answer, carrying KServe's ``model_name = 1`` and
+    ``isLoaded``/``isUnloaded = 2`` (true) as fields Triton's clients skip and KServe's read."""
+    name = model_name.encode("utf-8")
+    return kind.FromString(b"\x0a" + _varint(len(name)) + name + b"\x10\x01")
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)

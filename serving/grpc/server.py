@@ -9,8 +9,8 @@ from grpc_reflection.v1alpha import reflection
 from serving.dataplane import DataPlane
 from serving.grpc.servicer import ExplainServicer, HealthTracker, InferenceServicer
 from serving.protogen import explain_pb2, explain_pb2_grpc
-from serving.protogen import inference_pb2 as pb
-from serving.protogen import inference_pb2_grpc as pb_grpc
+from serving.protogen import grpc_service_pb2 as pb
+from serving.protogen import grpc_service_pb2_grpc as pb_grpc
 from serving.settings import ServingSettings
 
 
@@ -28,6 +28,9 @@ def build_grpc_server(
         ("grpc.so_reuseport", 0),  # a taken port is an error, not a silently shared one
         ("grpc.max_concurrent_streams", 1000),
     ]
+    if settings.grpc_max_connection_age:  # GOAWAY after this age: clients reconnect, spread over replicas
+        options.append(("grpc.max_connection_age_ms", round(settings.grpc_max_connection_age * 1000)))
+        options.append(("grpc.max_connection_age_grace_ms", round(settings.grpc_max_connection_age_grace * 1000)))
     server = grpc.aio.server(options=options)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(ExplainServicer(dataplane), server)

@@ -12,15 +12,24 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 from serving.dataplane import DataPlane
-from serving.errors import ServingError, status_of
-from serving.grpc.convert import from_response, repository_model_name, to_request
+from serving.errors import ServingError, classify, log_internal
+from serving.grpc.convert import from_response, repository_answer, repository_model_name, to_request
 from serving.protogen import explain_pb2_grpc
-from serving.protogen import inference_pb2 as pb
-from serving.protogen import inference_pb2_grpc as pb_grpc
+from serving.protogen import grpc_service_pb2 as pb
+from serving.protogen import grpc_service_pb2_grpc as pb_grpc
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+
+
+async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, where: str) -> None:
+    """The gRPC adapter of the error table: abort with the table's code and message; an
+    internal error's details go to the log here, once. Raises (``context.abort`` does)."""
+    classified = classify(exc)
+    if classified.internal:
+        log_internal(exc, where)
+    await context.abort(classified.grpc_code, classified.message)
 
 
 def mapped_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
@@ -32,11 +41,10 @@ def mapped_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
             return await method(self, request, context)
         except asyncio.CancelledError:
             raise
+        except grpc.aio.AbortError:
+            raise
         except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            _, code, message = status_of(exc)
-            await context.abort(code, message)
+            await abort_with(context, exc, f"gRPC {method.__name__}")
             raise  # unreachable: abort raises
 
     return wrapper
@@ -97,7 +105,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelLoadResponse:
         name = repository_model_name(request)
         await self.dataplane.load(name, _authorization(context))
-        return pb.RepositoryModelLoadResponse(model_name=name, isLoaded=True)
+        return repository_answer(pb.RepositoryModelLoadResponse, name)
 
     @mapped_errors
     async def RepositoryModelUnload(
@@ -105,7 +113,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelUnloadResponse:
         name = repository_model_name(request)
         await self.dataplane.unload(name, _authorization(context))
-        return pb.RepositoryModelUnloadResponse(model_name=name, isUnloaded=True)
+        return repository_answer(pb.RepositoryModelUnloadResponse, name)
 
 
 class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from serving.dataplane import DataPlane
-from serving.errors import InvalidInput, PayloadTooLarge, clip_message, status_of
+from serving.errors import InvalidInput, PayloadTooLarge, classify, clip_message, log_internal
 from serving.http.convert import HEADER_LENGTH, from_response, to_request
 from serving.http.reports import report_routes
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -38,9 +38,13 @@ def json_response(content: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type=JSON)
 
 
-def error_response(exc: BaseException) -> Response:
-    http_status, _, message = status_of(exc)
-    return json_response({"error": message}, http_status)
+def error_response(exc: BaseException, where: str) -> Response:
+    """The HTTP adapter of the error table: ``{"error": message}`` with the table's status;
+    an internal error's details go to the log here, once."""
+    classified = classify(exc)
+    if classified.internal:
+        log_internal(exc, where)
+    return json_response({"error": classified.message}, classified.http_status)
 
 
 def mapped_errors(handler: Endpoint) -> Endpoint:
@@ -49,7 +53,7 @@ def mapped_errors(handler: Endpoint) -> Endpoint:
         try:
             return await handler(self, request)
         except Exception as exc:
-            return error_response(exc)
+            return error_response(exc, f"HTTP {request.method} {request.url.path}")
 
     return wrapper
 
@@ -105,6 +109,7 @@ class RestApi:
             *(Route(p + "/ready", self.model_ready, methods=["GET"]) for p in (model, versioned)),
             *(Route(p + "/infer", self.infer, methods=["POST"]) for p in (model, versioned)),
             *(Route(p + "/explain", self.explain, methods=["POST"]) for p in (model, versioned)),
+            *(Route(p + "/explain", self.explain_methods, methods=["GET"]) for p in (model, versioned)),
             Route("/v2/repository/index", self.index, methods=["POST", "GET"]),
             Route("/v2/repository/models/{model}/load", self.load, methods=["POST"]),
             Route("/v2/repository/models/{model}/unload", self.unload, methods=["POST"]),
@@ -164,6 +169,11 @@ class RestApi:
     @mapped_errors
     async def explain(self, request: Request) -> Response:
         return await self._infer_like(request, explain=True)
+
+    @mapped_errors
+    async def explain_methods(self, request: Request) -> Response:
+        params = request.path_params
+        return json_response(self.dataplane.explain_methods(params["model"], params.get("version", "")))
 
     @mapped_errors
     async def models(self, request: Request) -> Response:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from serving.codecs.tensors import decode_list, decode_raw, to_raw
+from serving.codecs.tensors import TensorHeader, tensor_header, to_raw
 from serving.errors import InvalidInput
 from serving.types import InferenceRequest, InferenceResponse, RequestedOutput, Tensor
 
@@ -54,32 +54,21 @@ def to_request(body: bytes, header_length: str | None, model: str, version: str)
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInput("the request needs a non-empty 'inputs' list")
+    declared = [_declared_input(index, item) for index, item in enumerate(raw_inputs)]  # checked before decoding
     inputs: list[Tensor] = []
     offset = 0
-    for index, item in enumerate(raw_inputs):
-        item = _dict(item, f"inputs[{index}]")
-        name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
-        if not isinstance(name, str) or not isinstance(datatype, str):
-            raise InvalidInput(f"inputs[{index}] needs string 'name' and 'datatype'")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-            raise InvalidInput(f"input {name!r}: 'shape' must be a list of integers")
-        params = _dict(item.get("parameters"), f"input {name!r} parameters")
-        size = params.pop("binary_data_size", None)
+    for header, item, params, size in declared:
         if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer")
             if offset + size > len(binary):
                 raise InvalidInput(
-                    f"input {name!r}: binary_data_size {size} runs past the end of the body "
+                    f"input {header.name!r}: binary_data_size {size} runs past the end of the body "
                     f"({len(binary) - offset} bytes left)"
                 )
-            data = decode_raw(datatype, shape, binary[offset : offset + size], name)
+            data = header.from_raw(binary[offset : offset + size])
             offset += size
         else:
-            if "data" not in item:
-                raise InvalidInput(f"input {name!r}: needs 'data' or parameters.binary_data_size")
-            data = decode_list(datatype, shape, item["data"], name)
-        inputs.append(Tensor(name, datatype, data, params))
+            data = header.from_list(item["data"])
+        inputs.append(Tensor(header.name, header.datatype, data, params))
     if offset != len(binary):
         raise InvalidInput(f"body holds {len(binary) - offset} bytes of binary data that no input declares")
     outputs = None
@@ -101,6 +90,27 @@ def to_request(body: bytes, header_length: str | None, model: str, version: str)
         outputs=outputs,
         parameters=_dict(doc.get("parameters"), "parameters"),
     )
+
+
+def _declared_input(index: int, item: Any) -> tuple[TensorHeader, dict[str, Any], dict[str, Any], int | None]:
+    """(checked header, the JSON entry, its parameters without binary_data_size, binary_data_size)."""
+    item = _dict(item, f"inputs[{index}]")
+    name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
+    if not isinstance(name, str) or not isinstance(datatype, str):
+        raise InvalidInput(f"inputs[{index}] needs string 'name' and 'datatype'")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise InvalidInput(f"input {name!r}: 'shape' must be a list of integers")
+    header = tensor_header(name, datatype, shape)
+    params = dict(_dict(item.get("parameters"), f"input {name!r} parameters"))
+    size = params.pop("binary_data_size", None)
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer")
+        if "data" in item:
+            raise InvalidInput(f"input {name!r}: give either 'data' or parameters.binary_data_size, not both")
+    elif "data" not in item:
+        raise InvalidInput(f"input {name!r}: needs 'data' or parameters.binary_data_size")
+    return header, item, params, size
 
 
 def from_response(response: InferenceResponse, request: InferenceRequest) -> tuple[bytes, int | None]:

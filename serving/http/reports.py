@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 
 from lumenserve.bundle import BundleError, Manifest, version_dir
 from lumenserve.bundle.manifest import MANIFEST_NAME
-from serving.errors import ModelNotFound, status_of
+from serving.errors import ModelNotFound, classify, log_internal
 
 # The report is our own HTML, but it lives in a bundle anyone may have written: no outside
 # fetches, no plugins; inline styles/scripts and data: images (self-contained reports) allowed.
@@ -51,8 +51,10 @@ def report_routes(repository: Path) -> list[BaseRoute]:
     repository = Path(repository)
 
     def error(exc: Exception) -> JSONResponse:
-        status, _, message = status_of(exc)
-        return JSONResponse({"error": message}, status_code=status)
+        classified = classify(exc)
+        if classified.internal:
+            log_internal(exc, "a training report")
+        return JSONResponse({"error": classified.message}, status_code=classified.http_status)
 
     async def index(request: Request) -> Response:
         params = request.path_params

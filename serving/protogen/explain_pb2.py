@@ -22,16 +22,16 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from serving.protogen import inference_pb2 as serving_dot_protogen_dot_inference__pb2
+from serving.protogen import grpc_service_pb2 as grpc__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eserving/protogen/explain.proto\x12\x12lumenserve.explain\x1a serving/protogen/inference.proto2_\n\x0e\x45xplainService\x12M\n\x0cModelExplain\x12\x1c.inference.ModelInferRequest\x1a\x1d.inference.ModelInferResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eserving/protogen/explain.proto\x12\x12lumenserve.explain\x1a\x12grpc_service.proto2_\n\x0e\x45xplainService\x12M\n\x0cModelExplain\x12\x1c.inference.ModelInferRequest\x1a\x1d.inference.ModelInferResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'serving.protogen.explain_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXPLAINSERVICE']._serialized_start=88
-  _globals['_EXPLAINSERVICE']._serialized_end=183
+  _globals['_EXPLAINSERVICE']._serialized_start=74
+  _globals['_EXPLAINSERVICE']._serialized_end=169
 # @@protoc_insertion_point(module_scope)

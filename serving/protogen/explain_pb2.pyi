@@ -1,4 +1,4 @@
-from serving.protogen import inference_pb2 as _inference_pb2
+from serving.protogen import grpc_service_pb2 as _grpc_service_pb2
 from google.protobuf import descriptor as _descriptor
 from typing import ClassVar as _ClassVar
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from serving.protogen import inference_pb2 as serving_dot_protogen_dot_inference__pb2
+from serving.protogen import grpc_service_pb2 as grpc__service__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -36,8 +36,8 @@ class ExplainServiceStub:
         """
         self.ModelExplain = channel.unary_unary(
                 '/lumenserve.explain.ExplainService/ModelExplain',
-                request_serializer=serving_dot_protogen_dot_inference__pb2.ModelInferRequest.SerializeToString,
-                response_deserializer=serving_dot_protogen_dot_inference__pb2.ModelInferResponse.FromString,
+                request_serializer=grpc__service__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=grpc__service__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
 
 
@@ -55,8 +55,8 @@ def add_ExplainServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ModelExplain': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelExplain,
-                    request_deserializer=serving_dot_protogen_dot_inference__pb2.ModelInferRequest.FromString,
-                    response_serializer=serving_dot_protogen_dot_inference__pb2.ModelInferResponse.SerializeToString,
+                    request_deserializer=grpc__service__pb2.ModelInferRequest.FromString,
+                    response_serializer=grpc__service__pb2.ModelInferResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -84,8 +84,8 @@ class ExplainService:
             request,
             target,
             '/lumenserve.explain.ExplainService/ModelExplain',
-            serving_dot_protogen_dot_inference__pb2.ModelInferRequest.SerializeToString,
-            serving_dot_protogen_dot_inference__pb2.ModelInferResponse.FromString,
+            grpc__service__pb2.ModelInferRequest.SerializeToString,
+            grpc__service__pb2.ModelInferResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,8 +1,8 @@
 // lumenserve showcase page. Talks only to the public REST API:
-//   POST /v2/repository/index, GET /v2/models/{m}, POST .../infer, POST .../explain,
+//   POST /v2/repository/index, GET /v2/models/{m}, POST .../infer, GET and POST .../explain,
 //   GET /v2/models/{m}/versions/{v}/report (the bundle's training report, read-only).
 // Images travel raw through the binary tensor extension (BYTES `image`), text as BYTES `text`.
-import { METHODS, methodsFor } from "./methods.js";
+import { loadMethods } from "./methods.js";
 
 const $ = (id) => document.getElementById(id);
 const TOP_K = 5;
@@ -11,7 +11,7 @@ const SAMPLE_SENTENCES = [
   "Dull, overlong and completely forgettable.",
   "The plot is thin but the performances carry it.",
 ];
-const state = { models: [], model: null, input: null, classes: [] };
+const state = { models: [], model: null, input: null, classes: [], methods: [] };
 
 // ---------- HTTP helpers ----------
 async function call(path, init = {}) {
@@ -285,15 +285,17 @@ function setupTextInput() {
 }
 
 // ---------- explanation ----------
-function renderMethods() {
-  const select = $("method");
-  const methods = methodsFor(state.model.task);
-  select.replaceChildren(...methods.map((m) => new Option(m.label, m.name)));
+async function renderMethods() {
+  const model = state.model;
+  const methods = await loadMethods(modelPath(model));
+  if (state.model !== model) return; // the user switched models meanwhile
+  state.methods = methods;
+  $("method").replaceChildren(...methods.map((m) => new Option(m.label, m.name)));
   renderParams();
 }
 
 function renderParams() {
-  const method = METHODS[state.model.task].find((m) => m.name === $("method").value);
+  const method = state.methods.find((m) => m.name === $("method").value);
   $("method-note").textContent = method ? method.note : "";
   $("method-params").replaceChildren(...(method ? method.params : []).map((p) => {
     const label = document.createElement("label");
@@ -308,6 +310,7 @@ function renderParams() {
       if (p.placeholder) input.placeholder = p.placeholder;
     }
     input.value = p.value ?? "";
+    if (p.description) label.title = p.description;
     input.dataset.param = p.name;
     input.dataset.type = p.type;
     label.append(input);
@@ -320,7 +323,8 @@ function explainParameters() {
   for (const input of $("method-params").querySelectorAll("[data-param]")) {
     if (input.value === "") continue;
     const type = input.dataset.type;
-    parameters[input.dataset.param] = type === "int" ? parseInt(input.value, 10) : type === "float" ? Number(input.value) : input.value;
+    parameters[input.dataset.param] = type === "int" ? parseInt(input.value, 10)
+      : type === "float" ? Number(input.value) : type === "bool" ? input.value === "true" : input.value;
   }
   if ($("target").value !== "") parameters.targets = JSON.stringify([Number($("target").value)]);
   return parameters;

@@ -1,14 +1,16 @@
 """The work behind the TorchServe handler, on lumenserve's own parts.
 
 One TorchServe batch (a list of request rows) becomes ONE runtime call: every row is
-decoded into v2 tensors, checked and preprocessed by :class:`serving.model.LoadedModel`
-(the same code path as ``lumenserve serve``), the per-row feeds are joined (texts padded to
-the longest row), and the answer is split back into one JSON object per row. A bad row
+decoded into v2 tensors, checked and preprocessed by :class:`serving.model.ModelIO` (the same
+I/O layer as ``lumenserve serve``), the per-row feeds are joined by the batcher's own
+:func:`serving.batching.stack_rows` (texts padded to the longest row), and the answer is split
+back into one JSON object per row (top-k by :func:`serving.codecs.classification.top_k`). A bad row
 gets its own error status; the other rows of the batch are still answered.
 
-Explanations go through :class:`explain.engine.BundleExplainer` (built on first use, after
-its twin check against the served runtime); rows asking for the same method and
-parameters are explained in one call, each with its own target.
+Explanations go through the bundle's eager twin from the server's own
+:class:`serving.explain_backend.TwinCache` (built on first use, after its twin check against
+the served runtime); rows asking for the same method and parameters are explained in one
+call, each with its own target.
 """
 
 from __future__ import annotations
@@ -23,22 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from explain.errors import ExplainParameterError, UnsupportedMethodError
 from lumenserve.bundle import Bundle, BundleError, load_bundle
-from serving.codecs.classification import softmax
+from serving.batching import stack_rows
+from serving.codecs.classification import softmax, top_k
 from serving.codecs.tensors import bytes_array, decode_list
-from serving.errors import InvalidInput, Unimplemented, status_of
-from serving.model import LoadedModel
-from serving.runtimes import load_runtime
+from serving.errors import InvalidInput, classify, log_internal
+from serving.served import load_parts
 from serving.settings import RuntimeName, load_settings
 from serving.torchserve.config import BUNDLE_DIR_IN_MAR, HANDLER_CONFIG
 from serving.torchserve.payload import ItemRequest, parse_row
-from serving.types import Tensor
+from serving.types import Feed, Tensor
 
 log = logging.getLogger("lumenserve.torchserve")
 
 DEFAULT_TOP_K = 5
-Feed = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,11 @@ def read_handler_config(model_dir: Path) -> dict[str, Any]:
 
 
 def _error(exc: BaseException) -> Answer:
-    if isinstance(exc, ExplainParameterError):
-        exc = InvalidInput(str(exc))
-    elif isinstance(exc, UnsupportedMethodError):
-        exc = Unimplemented(str(exc))
-    status, _code, message = status_of(exc)
-    return Answer(status, {"error": message})
+    """One row's error through the one error table (internal details logged here, once)."""
+    classified = classify(exc)
+    if classified.internal:
+        log_internal(exc, "a TorchServe row")
+    return Answer(classified.http_status, {"error": classified.message})
 
 
 class TorchServeModel:
@@ -81,11 +80,12 @@ class TorchServeModel:
     def __init__(self, bundle: Bundle, *, runtime: RuntimeName = "onnx", device: str = "cpu") -> None:
         settings = load_settings(runtime=runtime, device=device)  # LUMENSERVE_* limits apply here too
         self.bundle = bundle
-        self.model = LoadedModel(bundle, load_runtime(bundle, settings), settings)
-        self.model.warm_up()
-        self.labels = self.model.labels
+        self.io, self.runtime = load_parts(bundle, settings)
+        self.labels = self.io.labels
         self.task = bundle.manifest.task
-        self._explainer: Any = None
+        self.name = bundle.name
+        self.version = str(bundle.version)
+        self._twins: Any = None
 
     @classmethod
     def from_model_dir(cls, model_dir: Path, *, device: str = "cpu") -> TorchServeModel:
@@ -95,17 +95,17 @@ class TorchServeModel:
 
     # ---- rows -> feeds -------------------------------------------------------------------
     def _tensors(self, item: ItemRequest) -> list[Tensor]:
-        """One request's input as batch-of-one v2 tensors for ``LoadedModel.prepare``."""
+        """One request's input as batch-of-one v2 tensors for ``ModelIO.prepare``."""
         if item.kind == "encoded":
-            return [Tensor(self.model.raw_input, "BYTES", bytes_array([item.value], [1]))]
+            return [Tensor(self.io.raw_input, "BYTES", bytes_array([item.value], [1]))]
         if item.kind == "text":
-            return [Tensor(self.model.raw_input, "BYTES", bytes_array([item.value.encode("utf-8")], [1]))]
+            return [Tensor(self.io.raw_input, "BYTES", bytes_array([item.value.encode("utf-8")], [1]))]
         tensors = []
         for raw in item.value:
             name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
             if not isinstance(name, str) or not isinstance(datatype, str) or not isinstance(shape, list):
                 raise InvalidInput("each tensor needs a string 'name', a string 'datatype' and a list 'shape'")
-            spec = self.model.input_specs.get(name)
+            spec = self.io.input_specs.get(name)
             array = decode_list(datatype, shape, raw.get("data"), name)
             if spec is not None and array.ndim == len(spec.shape) - 1:
                 array = array[None]  # (1, ...): the item without its batch axis
@@ -113,35 +113,24 @@ class TorchServeModel:
                 raise InvalidInput(f"input {name!r}: one item per request (shape {shape}); TorchServe batches requests")
             tensors.append(Tensor(name, datatype, array))
         names = {t.name for t in tensors}
-        if "input_ids" in names and "attention_mask" not in names and "attention_mask" in self.model.input_specs:
+        if "input_ids" in names and "attention_mask" not in names and "attention_mask" in self.io.input_specs:
             ids = next(t for t in tensors if t.name == "input_ids")
             tensors.append(Tensor("attention_mask", "INT64", np.ones(ids.data.shape, dtype=np.int64)))
         return tensors
 
     def _feed(self, item: ItemRequest) -> Feed:
-        feed, rows = self.model.prepare(self._tensors(item))
+        feed, rows = self.io.prepare(self._tensors(item))
         if rows != 1:
             raise InvalidInput(f"one item per request, got {rows}")
         return feed
 
     def _join(self, feeds: Sequence[Feed]) -> Feed:
-        """Per-row feeds -> one batch. Images stack; token rows are right-padded to the longest."""
-        if "input_ids" not in feeds[0]:
-            return {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}  # (batch, C, H, W)
-        assert self.model.text_codec is not None
-        longest = max(f["input_ids"].shape[1] for f in feeds)
-        ids = np.full((len(feeds), longest), self.model.text_codec.pad_id, dtype=np.int64)  # (batch, seq)
-        mask = np.zeros((len(feeds), longest), dtype=np.int64)  # (batch, seq)
-        for row, f in enumerate(feeds):
-            n = f["input_ids"].shape[1]
-            ids[row, :n] = f["input_ids"][0]
-            mask[row, :n] = f["attention_mask"][0]
-        return {"input_ids": ids, "attention_mask": mask}
+        """Per-row feeds -> one batch, exactly as the batcher joins them (texts right-padded)."""
+        return stack_rows(feeds, self.io.pad_values)[0]
 
     def _top(self, probabilities: np.ndarray, k: int | None) -> list[dict[str, Any]]:
         """(classes,) probabilities -> the k best as {label, index, probability}, best first."""
-        k = min(k or DEFAULT_TOP_K, len(self.labels))
-        order = np.argsort(-probabilities, kind="stable")[:k]
+        order = top_k(probabilities[None], min(k or DEFAULT_TOP_K, len(self.labels)))[0]
         return [{"label": self.labels[i], "index": int(i), "probability": float(probabilities[i])} for i in order]
 
     # ---- the batch ---------------------------------------------------------------------
@@ -159,7 +148,7 @@ class TorchServeModel:
         if feeds:
             order = sorted(feeds)
             try:
-                logits = self.model.runtime.predict(self._join([feeds[i] for i in order]))["logits"]
+                logits = self.runtime.predict(self._join([feeds[i] for i in order]))["logits"]
                 probabilities = softmax(np.asarray(logits, dtype=np.float32))  # (batch, classes)
             except Exception as exc:
                 for i in order:
@@ -184,15 +173,11 @@ class TorchServeModel:
     # ---- explanations --------------------------------------------------------------------
     def explainer(self) -> Any:
         """The bundle's eager twin, checked against the served runtime once (refuses on mismatch)."""
-        if self._explainer is None:
-            from explain.engine import BundleExplainer
+        if self._twins is None:
+            from serving.explain_backend import TwinCache  # loads torch: only once a row asks to explain
 
-            explainer = BundleExplainer(self.bundle)
-            check = explainer.twin_check(lambda feed: self.model.runtime.predict(feed)["logits"])
-            if not check.ok:
-                log.warning("explanations disabled: %s", check.detail)
-            self._explainer = explainer
-        return self._explainer
+            self._twins = TwinCache()
+        return self._twins.get(self)
 
     def _explain(
         self,

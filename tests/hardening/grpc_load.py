@@ -10,7 +10,7 @@ from tests.hardening.wire import Call, grpc_channel, grpc_message
 
 
 def _stub(channel: Any, endpoint: str = "infer") -> Any:
-    from serving.protogen import inference_pb2 as pb
+    from serving.protogen import grpc_service_pb2 as pb
 
     path = (
         "/lumenserve.explain.ExplainService/ModelExplain"
@@ -111,7 +111,7 @@ def repository_call(
     """RepositoryModelLoad/Unload with an optional ``authorization`` metadata value: (code, details)."""
     import grpc
 
-    from serving.protogen import inference_pb2 as pb
+    from serving.protogen import grpc_service_pb2 as pb
 
     kind = "Load" if action == "load" else "Unload"
     request_type = pb.RepositoryModelLoadRequest if action == "load" else pb.RepositoryModelUnloadRequest
@@ -134,7 +134,7 @@ def insecure_probe(url: str) -> str:
     """A plaintext ServerLive against a TLS port: the code the client sees."""
     import grpc
 
-    from serving.protogen import inference_pb2 as pb
+    from serving.protogen import grpc_service_pb2 as pb
 
     with grpc.insecure_channel(url) as channel:
         stub = channel.unary_unary(

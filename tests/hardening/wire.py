@@ -1,6 +1,6 @@
 """One transport-neutral description of a request, sent over HTTP (httpx) or gRPC (raw stubs).
 
-gRPC calls run in a spawned worker process (see ``tests/test_serving_support.py``: our
+gRPC calls run in a spawned worker process (see ``tests/support/clients.py``: our
 ``serving.protogen`` messages and tritonclient's cannot share one process), so everything
 here is plain picklable data.
 """
@@ -174,7 +174,7 @@ def _from_raw(datatype: str, shape: list[int], raw: bytes) -> np.ndarray:
 
 
 def grpc_message(call: Call) -> Any:
-    from serving.protogen import inference_pb2 as pb
+    from serving.protogen import grpc_service_pb2 as pb
 
     message = pb.ModelInferRequest(model_name=call.model, model_version=call.version)
     for key, value in call.parameters.items():
@@ -220,7 +220,7 @@ def grpc_channel(url: str, root_cert: bytes | None = None, options: list[tuple[s
 def grpc_send(channel: Any, call: Call, metadata: tuple[tuple[str, str], ...] = ()) -> Answer:
     import grpc
 
-    from serving.protogen import inference_pb2 as pb
+    from serving.protogen import grpc_service_pb2 as pb
 
     path = (
         "/lumenserve.explain.ExplainService/ModelExplain"

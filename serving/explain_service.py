@@ -1,0 +1,207 @@
+"""Explain in the data plane: the same guarantees as predict, whatever engine computes.
+
+:class:`ExplainService` (``DataPlane.explain`` calls :meth:`~ExplainService.explain`) holds them:
+
+- **validation** of the request parameters (``method``, ``targets``, ``png_encoding``) once,
+  before admission (:func:`parse_request`); the method's own parameters are checked by the
+  explain library, and its errors are in the one error table;
+- **admission** against explain's own queue: at most ``explain_max_concurrency`` running plus
+  ``explain_max_queue`` waiting, beyond it UNAVAILABLE/503 (``reason="queue_full"``);
+- **one concurrency cap**: the explain threads (``explain_max_concurrency`` of them, at a lower
+  CPU priority, ``explain_nice``) are the only limit on explanations running at once;
+- **a deadline** (the ``timeout`` parameter, the gRPC deadline, ``default_timeout``): an
+  explanation still queued at its deadline leaves the queue; one already running is answered
+  DEADLINE_EXCEEDED at once and its thread finishes in the background (``reason="deadline"``);
+- **cancellation**: a caller that goes away (gRPC cancel, HTTP disconnect) takes its queued
+  explanation out of the queue (``reason="cancelled"``);
+- **its own metrics**: ``lumenserve_explain_queue_depth``, ``lumenserve_explain_inflight``,
+  ``lumenserve_explain_rejected_total{reason}``, ``lumenserve_explain_duration_seconds{method}``.
+
+The work is an :class:`ExplainEngine`; the server's is ``serving.explain_backend.CaptumEngine``.
+This module does not load torch (the engine does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from serving.errors import DeadlineExceeded, InvalidInput, Unavailable
+from serving.metrics import ServingMetrics
+from serving.served import ServedModel
+from serving.settings import ServingSettings
+from serving.types import InferenceRequest, InferenceResponse
+
+log = logging.getLogger("lumenserve.explain")
+
+PROTOCOL_PARAMETERS = frozenset(
+    {"timeout", "binary_data_output", "priority", "sequence_id", "sequence_start", "sequence_end", "headers"}
+)
+"""Request parameters that belong to the protocol, not to the explanation."""
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    method: str | None
+    targets: list[int] | None
+    params: dict[str, Any]
+    png_base64: bool
+
+
+class ExplainEngine(Protocol):
+    """The blocking work of explanations; every call runs in an explain thread."""
+
+    def explain(self, model: ServedModel, request: InferenceRequest, parsed: ParsedRequest) -> InferenceResponse:
+        """One explanation. Raise :mod:`serving.errors` or explain library errors for clients."""
+        ...
+
+    def warm(self, model: ServedModel) -> None:
+        """Build what the model's explanations need, so the first one does not pay for it."""
+        ...
+
+
+def _lower_priority(nice: int) -> None:
+    if nice <= 0:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux, or not permitted
+        log.debug("could not lower the explain thread's priority")
+
+
+JobState = Literal["queued", "running", "done", "abandoned"]
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    state: JobState = "queued"
+
+
+class ExplainService:
+    """Explanations with admission, one cap, deadline, cancellation and their own metrics."""
+
+    def __init__(self, settings: ServingSettings, metrics: ServingMetrics, engine: ExplainEngine) -> None:
+        self.metrics = metrics
+        self.engine = engine
+        self.max_running = settings.explain_max_concurrency
+        self.max_waiting = settings.explain_max_queue
+        self.pool = ThreadPoolExecutor(
+            max_workers=self.max_running,
+            thread_name_prefix="explain",
+            initializer=_lower_priority,
+            initargs=(settings.explain_nice,),
+        )
+        self._lock = threading.Lock()
+        self._pending = 0
+        """Explanations in the explain threads' hands: queued or running (abandoned running ones too)."""
+
+    async def explain(self, model: ServedModel, request: InferenceRequest, deadline: float) -> InferenceResponse:
+        parsed = parse_request(request)
+        self._admit(model)
+        job = _Job()
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self.pool, self._run, job, model, request, parsed)
+        began = time.perf_counter()
+        timer = asyncio.timeout_at(deadline)  # loop.time() is time.monotonic()
+        try:
+            async with timer:
+                response = await work  # cancelling it cancels a job not started yet
+            assert response is not None  # None only for a job abandoned before it ran
+        except TimeoutError:
+            if not timer.expired():
+                raise  # the engine's own TimeoutError: an internal error, not the deadline
+            where = self._abandon(job)
+            self.metrics.explain_rejected.labels(model.name, model.version, "deadline").inc()
+            raise DeadlineExceeded(f"explain deadline passed while {where}") from None
+        except asyncio.CancelledError:
+            self._abandon(job)
+            self.metrics.explain_rejected.labels(model.name, model.version, "cancelled").inc()
+            raise
+        method = str(response.parameters.get("method", "default"))
+        self.metrics.explain_seconds.labels(model.name, model.version, method).observe(time.perf_counter() - began)
+        return response
+
+    def _admit(self, model: ServedModel) -> None:
+        with self._lock:
+            if self._pending >= self.max_running + self.max_waiting:
+                self.metrics.explain_rejected.labels(model.name, model.version, "queue_full").inc()
+                raise Unavailable(
+                    f"explain queue full ({self.max_running} running, {self.max_waiting} waiting); retry later"
+                )
+            self._pending += 1
+        self.metrics.explain_queue_depth.inc()
+
+    def _abandon(self, job: _Job) -> str:
+        """The caller left: a queued job leaves the queue; a running one finishes unread."""
+        with self._lock:
+            if job.state != "queued":
+                return "running"
+            job.state = "abandoned"
+            self._pending -= 1
+        self.metrics.explain_queue_depth.dec()
+        return "queued"
+
+    def _run(
+        self, job: _Job, model: ServedModel, request: InferenceRequest, parsed: ParsedRequest
+    ) -> InferenceResponse | None:
+        """In an explain thread."""
+        with self._lock:
+            if job.state == "abandoned":
+                return None
+            job.state = "running"
+        self.metrics.explain_queue_depth.dec()
+        self.metrics.explain_inflight.inc()
+        try:
+            return self.engine.explain(model, request, parsed)
+        finally:
+            self.metrics.explain_inflight.dec()
+            with self._lock:
+                job.state = "done"
+                self._pending -= 1
+
+    def warm(self, model: ServedModel) -> None:
+        """Run the engine's preparation for ``model`` in the background (an explain thread)."""
+
+        def report(future: Future[None]) -> None:
+            if future.exception() is not None:
+                log.error("explain preparation for %s/%s failed: %r", model.name, model.version, future.exception())
+
+        self.pool.submit(self.engine.warm, model).add_done_callback(report)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ---- request parsing ----------------------------------------------------------------------
+def parse_request(request: InferenceRequest) -> ParsedRequest:
+    params = {k: v for k, v in request.parameters.items() if k not in PROTOCOL_PARAMETERS}
+    method = params.pop("method", None)
+    if method is not None and not isinstance(method, str):
+        raise InvalidInput(f"parameter 'method' must be a string, got {method!r}")
+    targets = _parse_targets(params.pop("targets", None))
+    encoding = params.pop("png_encoding", "base64")
+    if encoding not in ("base64", "raw"):
+        raise InvalidInput(f"parameter 'png_encoding' must be 'base64' or 'raw', got {encoding!r}")
+    return ParsedRequest(method or None, targets, params, png_base64=encoding == "base64")
+
+
+def _parse_targets(value: Any) -> list[int] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise InvalidInput(f"parameter 'targets' must be a JSON list of class indices, got {value!r}") from None
+    if isinstance(value, int):  # one target (bools are refused below)
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+        raise InvalidInput(f"parameter 'targets' must be a list of class indices, got {value!r}")
+    return value

@@ -1,0 +1,134 @@
+"""A served model version: one object that owns the whole road of a prediction.
+
+``await served.infer(request, deadline)`` runs admit -> prepare -> batch -> postprocess:
+
+1. **admit**: count the request against the batcher's queue before any decoding work
+   (under overload a surplus request is refused in milliseconds);
+2. **prepare**: raw images/texts are decoded in the preprocessing pool, tensors are checked
+   inline on the event loop (no thread hop on the tensor path);
+3. **batch**: the batcher queues the rows until the deadline and runs them in a compute thread;
+4. **postprocess**: this caller's rows -> the response tensors it asked for.
+
+It is built complete by :func:`load_served_model` (bundle verified, runtime loaded, warm-up
+run, batcher started) and ended by :meth:`ServedModel.retire`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Executor, ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from lumenserve.bundle import Bundle, load_bundle
+from serving.batching import Batcher, BatchPolicy
+from serving.metrics import ModelMetrics
+from serving.model import ModelIO
+from serving.runtimes import Runtime, load_runtime
+from serving.settings import ServingSettings
+from serving.types import InferenceRequest, InferenceResponse
+
+
+class ServedModel:
+    def __init__(
+        self,
+        io: ModelIO,
+        runtime: Runtime,
+        settings: ServingSettings,
+        metrics: ModelMetrics,
+        decode_pool: Executor,
+        load_seconds: float,
+    ) -> None:
+        """Call on the event loop (the batcher's loop task starts here)."""
+        self.io = io
+        self.bundle: Bundle = io.bundle
+        self.name = io.name
+        self.version = io.version
+        self.runtime = runtime
+        self.metrics = metrics
+        self.load_seconds = load_seconds
+        self._decode_pool = decode_pool
+        self._executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"compute-{self.name}-{self.version}-{slot}")
+            for slot in range(runtime.parallel)
+        ]
+        """The compute threads, one per batch that may run at once."""
+        policy = BatchPolicy(
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay=settings.max_queue_delay,
+            max_queue_size=settings.max_queue_size,
+            max_queue_wait=settings.max_queue_wait,
+            pad_values=io.pad_values,
+            dynamic_output_dims=io.dynamic_output_dims,
+        )
+        self._batcher = Batcher(runtime.predict, policy, metrics, self._executors)
+        self._batcher.start()
+        self.ready = True
+        """False from :meth:`retire` on (the repository stops handing it out)."""
+
+    async def infer(self, request: InferenceRequest, deadline: float) -> InferenceResponse:
+        """admit -> prepare -> batch -> postprocess; raises :mod:`serving.errors` types."""
+        self.metrics.inflight.inc()
+        try:
+            admitted = self._batcher.admit()  # refuse overload before decoding anything
+            try:
+                if self.io.needs_decoding(request.inputs):
+                    loop = asyncio.get_running_loop()
+                    feed, rows = await loop.run_in_executor(self._decode_pool, self.io.prepare, request.inputs)
+                else:
+                    feed, rows = self.io.prepare(request.inputs)
+            finally:
+                self._batcher.release()
+            outputs = await self._batcher.submit(feed, rows, deadline, admitted)
+            return InferenceResponse(self.name, self.version, request.id, self.io.postprocess(outputs, request.outputs))
+        finally:
+            self.metrics.inflight.dec()
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": self.runtime.platform,
+            "inputs": [t.model_dump() for t in self.io.manifest.inputs],
+            "outputs": [t.model_dump() for t in self.io.output_metadata()],
+        }
+
+    async def retire(self) -> None:
+        """Refuse new work, answer what is queued, then free the threads and the session."""
+        self.ready = False
+        await self._batcher.stop()
+        for executor in self._executors:
+            executor.shutdown(wait=True)
+        self.runtime.close()
+
+
+def load_parts(bundle: Bundle, settings: ServingSettings) -> tuple[ModelIO, Runtime]:
+    """The bundle's I/O layer and runtime, warmed by running the whole path twice (blocking).
+    Also the TorchServe handler's way to load a bundle."""
+    runtime = load_runtime(bundle, settings)
+    io = ModelIO(bundle, settings)
+    feed = io.warm_feed()
+    for _ in range(2):
+        outputs = runtime.predict(feed)
+    runtime.warm_spare(feed)
+    io.postprocess(outputs, None)
+    return io, runtime
+
+
+async def load_served_model(
+    folder: Path,
+    settings: ServingSettings,
+    metrics: ModelMetrics,
+    decode_pool: Executor,
+    *,
+    model_name: str | None = None,
+) -> ServedModel:
+    """The one place a served model is built: parts loaded off the loop, batcher started on it.
+    ``model_name``: the name the bundle must carry (default: its parent folder's name)."""
+    start = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    bundle = await loop.run_in_executor(None, partial(load_bundle, folder, model_name=model_name))  # checksums verified
+    io, runtime = await loop.run_in_executor(None, load_parts, bundle, settings)
+    return ServedModel(io, runtime, settings, metrics, decode_pool, time.perf_counter() - start)
