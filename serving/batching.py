@@ -33,6 +33,7 @@ import numpy as np
 
 from serving.errors import DeadlineExceeded, InternalError, InvalidInput, Unavailable
 from serving.metrics import ModelMetrics
+from serving.statistics import InferenceStatistics, RequestTimes
 from serving.types import Feed
 
 WAIT_WINDOW_S = 0.1
@@ -51,6 +52,8 @@ class _Pending:
     admitted: float
     timer: asyncio.TimerHandle | None = None
     taken: bool = False
+    times: RequestTimes | None = None
+    """Filled in for the caller: its queue wait and its batch's model time (statistics)."""
 
 
 @dataclass(slots=True)
@@ -73,9 +76,12 @@ class Batcher:
         policy: BatchPolicy,
         metrics: ModelMetrics,
         executors: Executor | Sequence[Executor],
+        statistics: InferenceStatistics | None = None,
     ) -> None:
-        """``executors``: one per slot (each should have a single thread)."""
+        """``executors``: one per slot (each should have a single thread); ``statistics``: where
+        each executed batch is counted (Triton's statistics extension)."""
         self.predict = predict
+        self.statistics = statistics
         self.executors = [executors] if isinstance(executors, Executor) else list(executors)
         self.parallel = len(self.executors)
         self._free: asyncio.PriorityQueue[int] = asyncio.PriorityQueue()  # free slots, lowest first
@@ -140,9 +146,17 @@ class Batcher:
             await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.gather(*self._running, return_exceptions=True)  # batches already running finish
 
-    async def submit(self, feed: Feed, rows: int, deadline: float, admitted: float | None = None) -> Feed:
+    async def submit(
+        self,
+        feed: Feed,
+        rows: int,
+        deadline: float,
+        admitted: float | None = None,
+        times: RequestTimes | None = None,
+    ) -> Feed:
         """Queue ``rows`` rows and wait for this caller's outputs (views of the batch outputs);
-        ``admitted``: the time :meth:`admit` returned (default: now)."""
+        ``admitted``: the time :meth:`admit` returned (default: now); ``times``: gets the queue
+        wait and the model time of the batch the rows rode in."""
         policy = self.policy
         if self._closed:
             raise Unavailable("model is unloading")
@@ -157,6 +171,7 @@ class Batcher:
             self.metrics.rejected("deadline")
             raise DeadlineExceeded("deadline passed before the request was queued")
         item = _Pending(feed, rows, loop.create_future(), now, deadline, now if admitted is None else admitted)
+        item.times = times
         item.timer = loop.call_at(deadline, self._expire, item)  # loop.time() is time.monotonic()
         self._queue.append(item)
         self._queued_rows += rows
@@ -246,6 +261,8 @@ class Batcher:
             item.taken = True
             rows += item.rows
             self.metrics.queue_seconds.observe(now - item.enqueued)
+            if item.times is not None:
+                item.times.queue = round((now - item.enqueued) * 1e9)
             self._window_min = min(self._window_min, now - item.admitted)
             batch.append(item)
         if now >= self._window_end and self._window_min < math.inf:
@@ -270,8 +287,14 @@ class Batcher:
             return
         finally:
             self.metrics.compute_seconds.observe(time.perf_counter() - start)
-        self.metrics.batch_size.observe(sum(item.rows for item in batch))
+        infer_ns = round((time.perf_counter() - start) * 1e9)
+        rows = sum(item.rows for item in batch)
+        self.metrics.batch_size.observe(rows)
+        if self.statistics is not None:
+            self.statistics.batch_executed(rows, 0, infer_ns, 0)
         for item, outputs in zip(batch, results, strict=True):
+            if item.times is not None:
+                item.times.compute_infer = infer_ns
             if not item.future.done():
                 item.future.set_result(outputs)
 

@@ -32,7 +32,18 @@ from serving.repository import ModelRepository
 from serving.settings import ServingSettings
 from serving.types import InferenceRequest, InferenceResponse
 
-EXTENSIONS = ["classification", "binary_tensor_data", "model_repository", "parameters", "lumenserve_explain"]
+EXTENSIONS = [
+    "classification",
+    "binary_tensor_data",
+    "parameters",
+    "model_repository",
+    "model_configuration",
+    "statistics",
+    "lumenserve_explain",
+]
+"""Exactly the protocol extensions implemented (Triton's names; docs/CONTRACTS.md lists the rest)."""
+VERSION_POLICY: dict[str, Any] = {"all": {}}
+"""Every version found on disk is loaded (Triton's ``all`` version policy)."""
 
 
 def _server_version() -> str:
@@ -71,13 +82,22 @@ class DataPlane:
         self.repository = repository
         self.metrics = metrics
         self.explain_service = explain
-        self.draining = False
+        self.drain_started = asyncio.Event()
+        """Set once the server drains (long-lived calls such as streams end themselves then)."""
         self.cancelled_while_draining = 0
         """Accepted requests cut off during a drain (client gone or grace period over)."""
         self.version = _server_version()
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+
+    @property
+    def draining(self) -> bool:
+        return self.drain_started.is_set()
+
+    def start_drain(self) -> None:
+        """Readiness turns false; accepted requests are still answered."""
+        self.drain_started.set()
 
     # ---- health and metadata ------------------------------------------------------------
     def live(self) -> bool:
@@ -103,6 +123,23 @@ class DataPlane:
         meta = model.metadata()
         meta["versions"] = self.repository.versions_of(name)
         return meta
+
+    def model_config(self, name: str, version: str = "") -> dict[str, Any]:
+        """Triton's model configuration extension (``inference.ModelConfig`` as JSON)."""
+        return self.repository.get(name, version).config(VERSION_POLICY)
+
+    def model_statistics(self, name: str = "", version: str = "") -> list[dict[str, Any]]:
+        """Triton's statistics extension: every ready version of ``name`` (of every model when
+        empty; only ``version`` when given), as ``inference.ModelStatistics`` JSON."""
+        if version and not name:
+            raise InvalidInput("statistics for a version need the model's name")
+        if name:
+            models = [self.repository.get(name, version)] if version else self.repository.ready_versions(name)
+            if not models:
+                raise Unavailable(f"model {name!r} is not ready")
+        else:
+            models = [m for n in sorted(self.repository.models) for m in self.repository.ready_versions(n)]
+        return [m.statistics.as_dict(m.name, m.version) for m in models]
 
     def explain_methods(self, name: str, version: str = "") -> dict[str, Any]:
         """The explain methods this model can run, each with its parameters as JSON Schema."""
@@ -196,20 +233,15 @@ class DataPlane:
         self.authorize(authorization)
         await self.repository.unload(name)
 
-    def ready_models(self) -> list[dict[str, Any]]:
-        """Models serving now, newest version first: public, read-only (no repository token).
+    def ready_models(self) -> list[str]:
+        """The names of the models serving now (KServe's ``GET /v2/models``): public and read-only.
 
         Exposes no more than each model's public metadata route does; what is on disk but not
         loaded stays behind the guarded repository index.
         """
-        versions: dict[str, list[str]] = {}
-        for row in self.repository.index():
-            if row["state"] == "READY":
-                versions.setdefault(row["name"], []).append(row["version"])
-        return [
-            {"name": name, "versions": sorted(found, key=int, reverse=True)} for name, found in sorted(versions.items())
-        ]
+        return sorted({row["name"] for row in self.repository.index() if row["state"] == "READY"})
 
-    def index(self, authorization: str | None) -> list[dict[str, str]]:
+    def index(self, authorization: str | None, ready_only: bool = False) -> list[dict[str, str]]:
         self.authorize(authorization)
-        return self.repository.index()
+        rows = self.repository.index()
+        return [row for row in rows if row["state"] == "READY"] if ready_only else rows

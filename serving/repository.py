@@ -67,6 +67,12 @@ class ModelRepository:
             raise Unavailable(f"model {name!r} version {version} is not ready")
         return model
 
+    def ready_versions(self, name: str) -> list[ServedModel]:
+        """The ready versions of ``name``, lowest first (ModelNotFound for an unknown model)."""
+        if name not in self.models:
+            self.get(name)  # raises the lookup's own error (unknown, or still loading)
+        return sorted((m for m in self.models.get(name, {}).values() if m.ready), key=lambda m: int(m.version))
+
     def versions_of(self, name: str) -> list[str]:
         return sorted(self.models.get(name, {}), key=int)
 

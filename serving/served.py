@@ -28,6 +28,8 @@ from serving.metrics import ModelMetrics
 from serving.model import ModelIO
 from serving.runtimes import Runtime, load_runtime
 from serving.settings import ServingSettings
+from serving.statistics import InferenceStatistics, RequestTimes
+from serving.triton_config import ConfigFacts, model_config
 from serving.types import InferenceRequest, InferenceResponse
 
 
@@ -49,6 +51,7 @@ class ServedModel:
         self.runtime = runtime
         self.metrics = metrics
         self.load_seconds = load_seconds
+        self._default_timeout = settings.default_timeout
         self._decode_pool = decode_pool
         self._executors = [
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"compute-{self.name}-{self.version}-{slot}")
@@ -63,7 +66,9 @@ class ServedModel:
             pad_values=io.pad_values,
             dynamic_output_dims=io.dynamic_output_dims,
         )
-        self._batcher = Batcher(runtime.predict, policy, metrics, self._executors)
+        self.statistics = InferenceStatistics()
+        """Triton's statistics extension for this version (written on the event loop only)."""
+        self._batcher = Batcher(runtime.predict, policy, metrics, self._executors, self.statistics)
         self._batcher.start()
         self.ready = True
         """False from :meth:`retire` on (the repository stops handing it out)."""
@@ -71,6 +76,8 @@ class ServedModel:
     async def infer(self, request: InferenceRequest, deadline: float) -> InferenceResponse:
         """admit -> prepare -> batch -> postprocess; raises :mod:`serving.errors` types."""
         self.metrics.inflight.inc()
+        start = time.perf_counter_ns()
+        times = RequestTimes(total=0)
         try:
             admitted = self._batcher.admit()  # refuse overload before decoding anything
             try:
@@ -81,10 +88,47 @@ class ServedModel:
                     feed, rows = self.io.prepare(request.inputs)
             finally:
                 self._batcher.release()
-            outputs = await self._batcher.submit(feed, rows, deadline, admitted)
-            return InferenceResponse(self.name, self.version, request.id, self.io.postprocess(outputs, request.outputs))
+            prepared = time.perf_counter_ns()
+            outputs = await self._batcher.submit(feed, rows, deadline, admitted, times)
+            answered = time.perf_counter_ns()
+            tensors = self.io.postprocess(outputs, request.outputs)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self.statistics.request_failed(time.perf_counter_ns() - start)
+            raise
         finally:
             self.metrics.inflight.dec()
+        end = time.perf_counter_ns()
+        times.total, times.compute_input, times.compute_output = end - start, prepared - start, end - answered
+        self.statistics.request_succeeded(rows, times)
+        return InferenceResponse(self.name, self.version, request.id, tensors)
+
+    def config(self, version_policy: dict[str, Any]) -> dict[str, Any]:
+        """Triton's ``ModelConfig`` (JSON form) for this version, from the manifest and the
+        effective batching, instance and device settings (serving/triton_config.py)."""
+        policy = self._batcher.policy
+        outputs = self.io.output_metadata()
+        label_output = next((spec.name for spec in outputs if spec.name == "logits"), None)
+        parameters: dict[str, str] = {"task": self.io.manifest.task}
+        if self.io.raw_input:
+            parameters["raw_input"] = self.io.raw_input  # the BYTES input taking encoded images or texts
+        facts = ConfigFacts(
+            name=self.name,
+            runtime=self.runtime.kind,
+            inputs=self.io.manifest.inputs,
+            outputs=outputs,
+            max_batch_size=policy.max_batch_size,
+            max_queue_delay_s=policy.max_queue_delay,
+            max_queue_size=policy.max_queue_size,
+            default_timeout_s=self._default_timeout,
+            instances=self.runtime.parallel,
+            gpu=self.runtime.device.startswith("cuda"),
+            version_policy=version_policy,
+            parameters=parameters,
+            label_output=label_output if self.io.labels else None,
+        )
+        return model_config(facts)
 
     def metadata(self) -> dict[str, Any]:
         return {

@@ -134,7 +134,7 @@ class LumenServer:
     async def stop(self) -> None:
         """Drain: NOT_SERVING first, answer accepted requests, stop within the grace period."""
         deadline = time.monotonic() + self.settings.grace_period
-        self.dataplane.draining = True
+        self.dataplane.start_drain()
         await self.health.shutdown()
         log.info("draining: readiness NOT_SERVING, waiting for %d request(s)", self.dataplane.inflight)
         remaining = max(0.1, deadline - time.monotonic() - 0.5)

@@ -1,18 +1,18 @@
 """Shared fixtures: tiny real bundles in a session-wide model repository, and one real server
 per module (``server``, configured by the module's ``server_options``) with a ``worker``
-process for tritonclient's gRPC client. Helpers live in ``tests/support/``."""
+thread pool for client calls that run alongside each other. Helpers live in ``tests/support/``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from lumenserve.bundle import Bundle
 from lumenserve.env import apply_omp_policy  # (ORT_DISABLE_TELEMETRY first)
-from tests.support.server import ServerOptions, ServerProcess, spawn_pool
+from tests.support.server import ServerOptions, ServerProcess
 
 # Before torch loads: idle OpenMP threads spinning on a 2-core machine slow every other
 # process (servers started by tests, ONNX Runtime) several-fold.
@@ -71,7 +71,7 @@ def server(model_repo: Path, server_options: ServerOptions) -> Iterator[ServerPr
 
 
 @pytest.fixture(scope="module")
-def worker() -> Iterator[ProcessPoolExecutor]:
-    """A spawned process for tritonclient's gRPC calls (see ``tests/support/clients.py``)."""
-    with spawn_pool() as pool:
+def worker() -> Iterator[ThreadPoolExecutor]:
+    """Threads for client calls a test runs alongside each other (tritonclient, raw gRPC)."""
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="client") as pool:
         yield pool

@@ -62,8 +62,7 @@ def server_options() -> ServerOptions:
 
 
 def send_traffic(server: ServerProcess) -> None:
-    # Our own stubs, not tritonclient.grpc: the two register the same `inference` protobuf
-    # messages and cannot share one process (see tests/support/clients.py).
+    # Our own generated stubs (the same messages tritonclient uses).
     import grpc
 
     from serving.protogen import grpc_service_pb2 as inference_pb2

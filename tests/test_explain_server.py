@@ -10,7 +10,7 @@ import re
 import struct
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ def png_sizes(entry: dict[str, Any]) -> list[tuple[int, int]]:
 
 
 def grpc_explain(url: str, model: str, inputs: list[tuple[str, str, list[int], bytes]], params: dict[str, Any]) -> Any:
-    """In a spawned process: ModelExplain with raw contents -> (code, details, outputs, parameters)."""
+    """ModelExplain with raw contents -> (code, details, outputs, parameters)."""
     import grpc
 
     from serving.protogen import grpc_service_pb2 as pb
@@ -213,7 +213,7 @@ def test_http_errors_follow_the_table(
     assert reply.status_code == status and message in reply.json()["error"]
 
 
-def test_grpc_explain_image_and_text_and_errors(server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+def test_grpc_explain_image_and_text_and_errors(server: ServerProcess, worker: ThreadPoolExecutor) -> None:
     x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
     code, _, out, params = worker.submit(
         grpc_explain, server.grpc_url, "tiny-image", [("input", "FP32", [2, 3, 32, 32], x.tobytes())],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -78,7 +78,7 @@ def test_https_serves_with_the_configured_certificate(https: httpx.Client, expec
 
 
 def test_plaintext_and_unverified_clients_are_refused_by_the_tls_port(
-    server: ServerProcess, worker: ProcessPoolExecutor
+    server: ServerProcess, worker: ThreadPoolExecutor
 ) -> None:
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://{server.http_url}/v2/health/live", timeout=10)
@@ -88,7 +88,7 @@ def test_plaintext_and_unverified_clients_are_refused_by_the_tls_port(
 
 
 def test_grpc_over_tls(
-    server: ServerProcess, worker: ProcessPoolExecutor, pair: tuple[Path, Path], expected: np.ndarray
+    server: ServerProcess, worker: ThreadPoolExecutor, pair: tuple[Path, Path], expected: np.ndarray
 ) -> None:
     (answer,) = worker.submit(grpc_calls, server.grpc_url, [NORMAL], pair[0].read_bytes()).result(60)
     assert answer.status == "OK", answer
@@ -124,7 +124,7 @@ def test_repository_api_needs_the_token(
     message: str,
     https: httpx.Client,
     server: ServerProcess,
-    worker: ProcessPoolExecutor,
+    worker: ThreadPoolExecutor,
     pair: tuple[Path, Path],
 ) -> None:
     headers = {"authorization": header} if header is not None else {}
@@ -144,7 +144,7 @@ def test_repository_api_needs_the_token(
 
 
 def test_right_token_works_on_both_transports(
-    https: httpx.Client, server: ServerProcess, worker: ProcessPoolExecutor, pair: tuple[Path, Path]
+    https: httpx.Client, server: ServerProcess, worker: ThreadPoolExecutor, pair: tuple[Path, Path]
 ) -> None:
     bearer = f"Bearer {TOKEN}"
     index = https.post("/v2/repository/index", headers={"authorization": bearer})

@@ -12,7 +12,7 @@ import socket
 import statistics
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -146,7 +146,7 @@ def test_rejection_against_a_full_queue_is_fast(server: ServerProcess, http: htt
 
 
 def test_grpc_burst_over_the_queue_gets_fast_unavailable(
-    server: ServerProcess, worker: ProcessPoolExecutor, http: httpx.Client
+    server: ServerProcess, worker: ThreadPoolExecutor, http: httpx.Client
 ) -> None:
     before = counters(http)
     results = worker.submit(flood, server.grpc_url, NORMAL, 120).result(120)
@@ -197,7 +197,7 @@ def test_timeout_parameter_expires_in_the_queue_and_never_reaches_the_model(http
 
 
 def test_already_passed_timeout_is_refused_before_queueing(
-    http: httpx.Client, server: ServerProcess, worker: ProcessPoolExecutor
+    http: httpx.Client, server: ServerProcess, worker: ThreadPoolExecutor
 ) -> None:
     before = counters(http)
     expired = Call(NORMAL.model, NORMAL.inputs, parameters={"timeout": 1})  # 1 µs
@@ -211,7 +211,7 @@ def test_already_passed_timeout_is_refused_before_queueing(
 
 
 def test_grpc_deadline_passes_in_the_queue_and_never_reaches_the_model(
-    server: ServerProcess, worker: ProcessPoolExecutor, http: httpx.Client
+    server: ServerProcess, worker: ThreadPoolExecutor, http: httpx.Client
 ) -> None:
     before = counters(http)
     code, elapsed = worker.submit(with_deadline, server.grpc_url, NORMAL, 0.15).result(60)
@@ -226,7 +226,7 @@ def test_grpc_deadline_passes_in_the_queue_and_never_reaches_the_model(
 
 
 def test_cancelled_grpc_request_leaves_the_queue_and_is_counted(
-    server: ServerProcess, worker: ProcessPoolExecutor, http: httpx.Client
+    server: ServerProcess, worker: ThreadPoolExecutor, http: httpx.Client
 ) -> None:
     before = counters(http)
     assert worker.submit(cancel_after, server.grpc_url, NORMAL, 0.15).result(60) == "CANCELLED"

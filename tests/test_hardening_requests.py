@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -60,7 +60,7 @@ def check_normal(answer: Answer, expected: np.ndarray) -> None:
 
 @pytest.mark.parametrize("case", SHARED, ids=[c.id for c in SHARED])
 def test_hostile_over_grpc(
-    case: Case, server: ServerProcess, worker: ProcessPoolExecutor, expected_logits: np.ndarray
+    case: Case, server: ServerProcess, worker: ThreadPoolExecutor, expected_logits: np.ndarray
 ) -> None:
     hostile, normal = worker.submit(grpc_calls, server.grpc_url, [case.call, NORMAL]).result(120)
     check_error(hostile, case.status, case.message)
@@ -84,7 +84,7 @@ def test_hostile_http_framing(case: HttpCase, http: httpx.Client, expected_logit
 
 @pytest.mark.parametrize("case", GRPC_ONLY, ids=[c.id for c in GRPC_ONLY])
 def test_hostile_grpc_framing(
-    case: Case, server: ServerProcess, worker: ProcessPoolExecutor, expected_logits: np.ndarray
+    case: Case, server: ServerProcess, worker: ThreadPoolExecutor, expected_logits: np.ndarray
 ) -> None:
     hostile, normal = worker.submit(grpc_calls, server.grpc_url, [case.call, NORMAL]).result(120)
     check_error(hostile, case.status, case.message)

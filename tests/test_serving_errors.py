@@ -6,7 +6,7 @@ in-process with an injected engine: tests/test_inprocess_serving.py.
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -31,7 +31,7 @@ def server_options() -> ServerOptions:
     return ServerOptions(("--models", "tiny-image"), env)
 
 
-def status(kind: str, server: ServerProcess, worker: ProcessPoolExecutor, model: str, inputs: Any,
+def status(kind: str, server: ServerProcess, worker: ThreadPoolExecutor, model: str, inputs: Any,
            **kwargs: Any) -> tuple[str, str]:  # fmt: skip
     if kind == "grpc":
         code, message = worker.submit(triton_status, kind, server.grpc_url, model, inputs, **kwargs).result(60)
@@ -51,7 +51,7 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("kind", ["grpc", "http"])
-def test_invalid_argument(kind: str, server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+def test_invalid_argument(kind: str, server: ServerProcess, worker: ThreadPoolExecutor) -> None:
     want = EXPECTED["invalid"][kind == "http"]
     cases = [
         ({"input": (np.zeros((1, 3, 16, 16), np.float32), "FP32")}, "does not match"),
@@ -67,7 +67,7 @@ def test_invalid_argument(kind: str, server: ServerProcess, worker: ProcessPoolE
 
 
 @pytest.mark.parametrize("kind", ["grpc", "http"])
-def test_not_found(kind: str, server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+def test_not_found(kind: str, server: ServerProcess, worker: ThreadPoolExecutor) -> None:
     want = EXPECTED["not_found"][kind == "http"]
     code, message = status(kind, server, worker, "no-such-model", {"input": (GOOD, "FP32")})
     assert code == want and "no-such-model" in message
@@ -75,7 +75,7 @@ def test_not_found(kind: str, server: ServerProcess, worker: ProcessPoolExecutor
     assert code == want and "version" in message
 
 
-def test_payload_over_the_limit(server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+def test_payload_over_the_limit(server: ServerProcess, worker: ThreadPoolExecutor) -> None:
     big = np.zeros((4, 3, 128, 128), np.float32)  # 786 KB raw, over 1 MiB as JSON / with framing
     body = b"x" * (2 << 20)
     answer = httpx.post(f"http://{server.http_url}/v2/models/tiny-image/infer", content=body,
@@ -87,7 +87,7 @@ def test_payload_over_the_limit(server: ServerProcess, worker: ProcessPoolExecut
 
 
 @pytest.mark.parametrize("kind", ["grpc", "http"])
-def test_queue_full_is_unavailable(kind: str, server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+def test_queue_full_is_unavailable(kind: str, server: ServerProcess, worker: ThreadPoolExecutor) -> None:
     # 3 rows < max_batch_size 4: each batch waits max_queue_delay (20 ms) for more rows while its
     # request fills the one-slot queue, so callers arriving meanwhile find the queue full
     inputs = {"input": (np.zeros((3, 3, 32, 32), np.float32), "FP32")}
@@ -112,13 +112,13 @@ def test_queue_full_is_unavailable(kind: str, server: ServerProcess, worker: Pro
 
 
 @pytest.mark.parametrize("kind", ["grpc", "http"])
-def test_deadline_exceeded(kind: str, server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+def test_deadline_exceeded(kind: str, server: ServerProcess, worker: ThreadPoolExecutor) -> None:
     code, message = status(kind, server, worker, "tiny-image", {"input": (GOOD, "FP32")},
                            timeout=1)  # fmt: skip
     assert code == EXPECTED["deadline"][kind == "http"] and "deadline" in message
 
 
-def test_guarded_api_codes(server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+def test_guarded_api_codes(server: ServerProcess, worker: ThreadPoolExecutor) -> None:
     base = f"http://{server.http_url}/v2/repository/models/tiny-image/unload"
     assert httpx.post(base).status_code == 401
     assert httpx.post(base, headers={"Authorization": "Bearer wrong"}).status_code == 403

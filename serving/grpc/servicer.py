@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 from serving.dataplane import DataPlane
-from serving.errors import ServingError, classify, log_internal
+from serving.errors import ModelNotFound, ServingError, classify, log_internal
 from serving.grpc.convert import from_response, repository_answer, repository_model_name, to_request
-from serving.protogen import explain_pb2_grpc
+from serving.grpc.stream import InferStream
+from serving.protogen import explain_pb2_grpc, model_config_pb2
 from serving.protogen import grpc_service_pb2 as pb
 from serving.protogen import grpc_service_pb2_grpc as pb_grpc
 
@@ -77,7 +79,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @mapped_errors
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
-        return pb.ModelReadyResponse(ready=self.dataplane.model_ready(request.name, request.version))
+        try:
+            ready = self.dataplane.model_ready(request.name, request.version)
+        except ModelNotFound:  # as Triton answers: an unknown or unloaded model is not ready
+            ready = False
+        return pb.ModelReadyResponse(ready=ready)
 
     @mapped_errors
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
@@ -98,6 +104,31 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         response = await self.dataplane.infer(to_request(request, context.time_remaining()), "grpc")
         return from_response(response)
+
+    @mapped_errors
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        config = self.dataplane.model_config(request.name, request.version)
+        return pb.ModelConfigResponse(config=json_format.ParseDict(config, model_config_pb2.ModelConfig()))
+
+    @mapped_errors
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
+        stats = self.dataplane.model_statistics(request.name, request.version)
+        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+
+    @mapped_errors
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
+        rows = self.dataplane.index(_authorization(context), ready_only=request.ready)
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**row) for row in rows])
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Triton's bidirectional stream: each request is answered on the stream with its id, in
+        the order answers are ready; a failing request is answered with ``error_message`` and
+        the stream stays open. The stream's deadline bounds each request; a cancelled stream
+        cancels what it still has queued; during a drain the stream ends once its answers left."""
+        async for answer in InferStream(self.dataplane, context).run(requests):
+            yield answer
 
     @mapped_errors
     async def RepositoryModelLoad(

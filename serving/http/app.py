@@ -38,13 +38,34 @@ def json_response(content: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type=JSON)
 
 
+RETRY_AFTER_SECONDS = "1"
+"""``Retry-After`` on every 503 (queue full, model not ready, draining): a second is long next
+to a refusal's few milliseconds and short next to a model load."""
+
+
 def error_response(exc: BaseException, where: str) -> Response:
     """The HTTP adapter of the error table: ``{"error": message}`` with the table's status;
     an internal error's details go to the log here, once."""
     classified = classify(exc)
     if classified.internal:
         log_internal(exc, where)
-    return json_response({"error": classified.message}, classified.http_status)
+    response = json_response({"error": classified.message}, classified.http_status)
+    if classified.http_status == 503:
+        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
+
+
+def _index_ready_flag(body: bytes) -> bool:
+    """The ``ready`` field of a repository index request body (``{}`` or empty: False)."""
+    if not body.strip():
+        return False
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidInput("the repository index body must be a JSON object") from None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("ready", False), bool):
+        raise InvalidInput('the repository index body must be a JSON object like {"ready": true}')
+    return bool(parsed.get("ready", False))
 
 
 def mapped_errors(handler: Endpoint) -> Endpoint:
@@ -105,7 +126,10 @@ class RestApi:
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
             Route("/v2/models", self.models, methods=["GET"]),
+            Route("/v2/models/stats", self.statistics, methods=["GET"]),
             *(Route(p, self.model_metadata, methods=["GET"]) for p in (model, versioned)),
+            *(Route(p + "/config", self.model_config, methods=["GET"]) for p in (model, versioned)),
+            *(Route(p + "/stats", self.statistics, methods=["GET"]) for p in (model, versioned)),
             *(Route(p + "/ready", self.model_ready, methods=["GET"]) for p in (model, versioned)),
             *(Route(p + "/infer", self.infer, methods=["POST"]) for p in (model, versioned)),
             *(Route(p + "/explain", self.explain, methods=["POST"]) for p in (model, versioned)),
@@ -134,6 +158,17 @@ class RestApi:
     async def model_metadata(self, request: Request) -> Response:
         params = request.path_params
         return json_response(self.dataplane.model_metadata(params["model"], params.get("version", "")))
+
+    @mapped_errors
+    async def model_config(self, request: Request) -> Response:
+        params = request.path_params
+        return json_response(self.dataplane.model_config(params["model"], params.get("version", "")))
+
+    @mapped_errors
+    async def statistics(self, request: Request) -> Response:
+        params = request.path_params
+        stats = self.dataplane.model_statistics(params.get("model", ""), params.get("version", ""))
+        return json_response({"model_stats": stats})
 
     @mapped_errors
     async def model_ready(self, request: Request) -> Response:
@@ -181,7 +216,11 @@ class RestApi:
 
     @mapped_errors
     async def index(self, request: Request) -> Response:
-        return json_response(self.dataplane.index(request.headers.get("authorization")))
+        ready_only = False
+        if request.method == "POST":
+            body = await read_body(request, self.limit)
+            ready_only = _index_ready_flag(body)
+        return json_response(self.dataplane.index(request.headers.get("authorization"), ready_only))
 
     @mapped_errors
     async def load(self, request: Request) -> Response:

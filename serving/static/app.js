@@ -84,7 +84,7 @@ function taskOf(meta) {
   return "image";
 }
 
-// Model names: GET /v2/models (the models serving now; public and read-only), else the
+// Model names: GET /v2/models (KServe's list of the models serving now; public), else the
 // repository index when the server allows it (it needs the repository token), else ?models=a,b in the URL (the demo prints such a URL), else the
 // names added on this page before (kept in localStorage).
 const STORED = "lumenserve.models";
@@ -94,7 +94,7 @@ async function modelNames() {
   if (fromQuery) return fromQuery.split(",").map((n) => n.trim()).filter(Boolean);
   try {
     const listed = await call("/v2/models");
-    if (listed && listed.models) return listed.models.map((m) => m.name);
+    if (listed && listed.models) return listed.models;
   } catch { /* an older server: try the guarded index next */ }
   try {
     const index = await call("/v2/repository/index", {

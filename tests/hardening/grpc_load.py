@@ -1,4 +1,4 @@
-"""gRPC load shapes run in the spawned worker: floods, cancellations, client deadlines, drain watch."""
+"""gRPC load shapes: floods, cancellations, client deadlines, drain watch."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """One transport-neutral description of a request, sent over HTTP (httpx) or gRPC (raw stubs).
 
-gRPC calls run in a spawned worker process (see ``tests/support/clients.py``: our
-``serving.protogen`` messages and tritonclient's cannot share one process), so everything
-here is plain picklable data.
+Everything here is plain picklable data, so the same requests also travel to the load
+generator processes of the drain and soak tests.
 """
 
 from __future__ import annotations
@@ -158,7 +157,7 @@ def http_send(client: httpx.Client, call: Call, headers: dict[str, str] | None =
     return http_answer(response)
 
 
-# ---- gRPC (runs in the spawned worker) ----------------------------------------------------
+# ---- gRPC ----------------------------------------------------
 _NUMPY = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "INT32": "<i4", "UINT8": "u1", "BOOL": "?"}
 
 

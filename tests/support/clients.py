@@ -1,9 +1,8 @@
 """Client calls for the tests that talk to a real server: tritonclient (gRPC and HTTP) and raw gRPC.
 
-tritonclient's gRPC module and our generated ``serving.protogen`` stubs both define the
-``inference.*`` protobuf messages, and one Python process cannot register both (protobuf's
-default pool refuses duplicate symbols). So the gRPC calls here run in a spawned worker
-process (the ``worker`` fixture, ``spawn_pool``); the HTTP ones may run anywhere.
+They run in the test process (tritonclient's generated protobuf modules and ours are the same
+files, so both load side by side), directly or on the ``worker`` thread pool when a test
+needs calls running alongside each other.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ def jpeg_bytes(seed: int, size: tuple[int, int] = (61, 47)) -> bytes:
     return buffer.getvalue()
 
 
-# ---- client calls (tritonclient); the gRPC ones run in the spawned worker ----------------
+# ---- client calls (tritonclient) ----------------
 
 
 def _module(kind: str) -> Any:

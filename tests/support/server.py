@@ -103,6 +103,6 @@ class ServerProcess:
 
 
 def spawn_pool() -> ProcessPoolExecutor:
-    """One fresh interpreter for tritonclient.grpc: it and our generated ``serving.protogen``
-    register the same ``inference`` protobuf messages and cannot share one process."""
+    """A separate client interpreter for load that must not share the test process's CPU time
+    and GIL with what the test itself measures (drain, soak, shutdown under load)."""
     return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
