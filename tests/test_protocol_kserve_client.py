@@ -2,8 +2,9 @@
 real lumenserve: readiness, metadata and infer, with results equal to tritonclient's.
 
 The SDK pins packages that clash with ours, so it lives in its own venv under
-``$LUMENSERVE_HOME/peers/kserve`` (created on first use from the package registry, reused
-after) and runs as a script (tests/kserve_client_check.py) that prints what it read.
+``$LUMENSERVE_HOME/peers/kserve`` (the benchmark's KServe peer venv, bench/peers/venvs.py:
+created on first use from the package registry, reused after) and runs as a script
+(tests/support/kserve_client_check.py) that prints what it read.
 """
 
 from __future__ import annotations
@@ -11,42 +12,27 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lumenserve.env import lumenserve_home
-from tests.test_serving_support import ServerProcess, triton_infer
+from bench.peers.venvs import ensure_venv
+from tests.support.clients import triton_infer
+from tests.support.server import ServerOptions, ServerProcess
 
 pytestmark = pytest.mark.slow
-KSERVE_VERSION = "0.21.0"
-CHECK_SCRIPT = Path(__file__).with_name("kserve_client_check.py")
+CHECK_SCRIPT = Path(__file__).parent / "support" / "kserve_client_check.py"
 
 
 def kserve_python() -> Path:
-    """The venv holding the kserve SDK (built once, reused while its stamp matches)."""
-    venv = lumenserve_home() / "peers" / "kserve"
-    python = venv / "bin" / "python"
-    stamp = venv / ".installed"
-    if stamp.is_file() and stamp.read_text() == KSERVE_VERSION and python.is_file():
-        return python
-    subprocess.run(["python3.11", "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", f"kserve=={KSERVE_VERSION}"],
-        check=True,
-        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-        timeout=900,
-    )
-    stamp.write_text(KSERVE_VERSION)
-    return python
+    """The venv holding the kserve SDK: the benchmark's KServe peer venv (built once, reused)."""
+    return ensure_venv("kserve", log=lambda _line: None)
 
 
 @pytest.fixture(scope="module")
-def server(model_repo: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(model_repo, env={"LUMENSERVE_EXPLAIN_BACKEND": ""}) as running:
-        yield running
+def server_options() -> ServerOptions:
+    return ServerOptions(env={"LUMENSERVE_EXPLAIN": "false"})
 
 
 def run_check(server: ServerProcess, model: str, inputs: list[dict[str, object]]) -> dict[str, object]:
