@@ -2,7 +2,8 @@
 
 :class:`ExplainService` (``DataPlane.explain`` calls :meth:`~ExplainService.explain`) holds them:
 
-- **validation** of the request parameters (``method``, ``targets``, ``png_encoding``) once,
+- **validation** of the request parameters (``method`` or ``methods``, ``targets``,
+  ``png_encoding``) once,
   before admission (:func:`parse_request`); the method's own parameters are checked by the
   explain library, and its errors are in the one error table;
 - **admission** against explain's own queue: at most ``explain_max_concurrency`` running plus
@@ -53,6 +54,8 @@ class ParsedRequest:
     targets: list[int] | None
     params: dict[str, Any]
     png_base64: bool
+    methods: str | None = None
+    """Compare: the ``methods`` parameter as sent (comma-separated names; the library checks them)."""
 
 
 class ExplainEngine(Protocol):
@@ -64,6 +67,10 @@ class ExplainEngine(Protocol):
 
     def warm(self, model: ServedModel) -> None:
         """Build what the model's explanations need, so the first one does not pay for it."""
+        ...
+
+    def methods(self, model: ServedModel) -> dict[str, Any]:
+        """Discovery: the methods this model can run, each with its parameters as JSON Schema."""
         ...
 
 
@@ -124,7 +131,7 @@ class ExplainService:
             self._abandon(job)
             self.metrics.explain_rejected.labels(model.name, model.version, "cancelled").inc()
             raise
-        method = str(response.parameters.get("method", "default"))
+        method = "compare" if parsed.methods is not None else str(response.parameters.get("method", "default"))
         self.metrics.explain_seconds.labels(model.name, model.version, method).observe(time.perf_counter() - began)
         return response
 
@@ -166,6 +173,10 @@ class ExplainService:
                 job.state = "done"
                 self._pending -= 1
 
+    def methods(self, model: ServedModel) -> dict[str, Any]:
+        """The discovery answer for ``model`` (cheap: no twin is built for it)."""
+        return self.engine.methods(model)
+
     def warm(self, model: ServedModel) -> None:
         """Run the engine's preparation for ``model`` in the background (an explain thread)."""
 
@@ -185,11 +196,16 @@ def parse_request(request: InferenceRequest) -> ParsedRequest:
     method = params.pop("method", None)
     if method is not None and not isinstance(method, str):
         raise InvalidInput(f"parameter 'method' must be a string, got {method!r}")
+    methods = params.pop("methods", None)
+    if methods is not None and not isinstance(methods, str):
+        raise InvalidInput(f"parameter 'methods' must be a comma-separated string, got {methods!r}")
+    if methods is not None and method:
+        raise InvalidInput("give either 'method' or 'methods' (comma-separated, to compare), not both")
     targets = _parse_targets(params.pop("targets", None))
     encoding = params.pop("png_encoding", "base64")
     if encoding not in ("base64", "raw"):
         raise InvalidInput(f"parameter 'png_encoding' must be 'base64' or 'raw', got {encoding!r}")
-    return ParsedRequest(method or None, targets, params, png_base64=encoding == "base64")
+    return ParsedRequest(method or None, targets, params, png_base64=encoding == "base64", methods=methods)
 
 
 def _parse_targets(value: Any) -> list[int] | None:
