@@ -54,20 +54,21 @@ def build_body(image: bytes | None, text: str | None, parameters: dict[str, Any]
 
 
 def save_outputs(doc: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Write PNGs and the token HTML of item 0 to ``out``; return the outputs by name."""
+    """Write PNGs and the token HTML of item 0 to ``out`` (a compared method's to ``out/<method>/``);
+    return the outputs by name."""
     out.mkdir(parents=True, exist_ok=True)
     outputs = {o["name"]: o for o in doc.get("outputs", [])}
-    for name, entry in outputs.items():
+    for name, entry in outputs.items():  # compare: "<method>/<output>" goes to out/<method>/
         params = entry.get("parameters") or {}
+        target = out / f"{name.removesuffix('_png')}.png"
         if params.get("content_type") == "image/png":
             data = entry["data"][0]
             png = base64.b64decode(data) if params.get("content_encoding") == "base64" else data.encode("latin-1")
-            (out / f"{name.removesuffix('_png')}.png").write_bytes(png)
-    if "token_html" in outputs:
-        page = PAGE.format(
-            title=f"{doc.get('model_name', '')}: token attributions", body=outputs["token_html"]["data"][0]
-        )
-        (out / "tokens.html").write_text(page)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(png)
+        if name.rpartition("/")[2] == "token_html":
+            title = f"{doc.get('model_name', '')}: token attributions"
+            (target.parent / "tokens.html").write_text(PAGE.format(title=title, body=entry["data"][0]))
     (out / "response.json").write_text(json.dumps(doc.get("parameters", {}), indent=1))
     return outputs
 
