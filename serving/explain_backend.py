@@ -215,6 +215,27 @@ def method_listing(model: TwinSource, twin: BundleExplainer | None = None) -> di
     return answer | {"default_method": DEFAULT_METHOD[task], "methods": methods}
 
 
+def check_parameter_max(parameter_max: dict[str, float]) -> None:
+    """Refuse (ValueError) a server maximum below a parameter's default or naming no parameter."""
+    problems = []
+    for name, cap in parameter_max.items():
+        found = False
+        for task in ("image-classification", "text-classification"):
+            for vit in (False, True):
+                for method, schema in method_schemas(task, True, vision_transformer=vit).items():
+                    field = schema["parameters"]["properties"].get(name)
+                    if field is None:
+                        continue
+                    found = True
+                    default = field.get("default")
+                    if isinstance(default, int | float) and not isinstance(default, bool) and default > cap:
+                        problems.append(f"{name}={cap:g} is below {method}'s default {default}")
+        if not found:
+            problems.append(f"{name!r} is no explain parameter")
+    if problems:
+        raise ValueError("explain_parameter_max: " + "; ".join(sorted(set(problems))))
+
+
 # ---- request inputs -----------------------------------------------------------------------
 def _target_input(request: InferenceRequest) -> list[int] | None:
     for tensor in request.inputs:

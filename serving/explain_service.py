@@ -99,6 +99,7 @@ class ExplainService:
         self.engine = engine
         self.max_running = settings.explain_max_concurrency
         self.max_waiting = settings.explain_max_queue
+        self.parameter_max = settings.explain_parameter_max
         self.pool = ThreadPoolExecutor(
             max_workers=self.max_running,
             thread_name_prefix="explain",
@@ -110,7 +111,7 @@ class ExplainService:
         """Explanations in the explain threads' hands: queued or running (abandoned running ones too)."""
 
     async def explain(self, model: ServedModel, request: InferenceRequest, deadline: float) -> InferenceResponse:
-        parsed = parse_request(request)
+        parsed = parse_request(request, self.parameter_max)
         self._admit(model)
         job = _Job()
         loop = asyncio.get_running_loop()
@@ -174,8 +175,14 @@ class ExplainService:
                 self._pending -= 1
 
     def methods(self, model: ServedModel) -> dict[str, Any]:
-        """The discovery answer for ``model`` (cheap: no twin is built for it)."""
-        return self.engine.methods(model)
+        """The discovery answer for ``model`` (cheap: no twin is built for it), with this
+        server's ``explain_parameter_max`` as the published maxima."""
+        answer = self.engine.methods(model)
+        for method in answer.get("methods", []):
+            for name, schema in method["parameters"]["properties"].items():
+                if name in self.parameter_max:
+                    method["parameters"]["properties"][name] = lower_maximum(schema, self.parameter_max[name])
+        return answer
 
     def warm(self, model: ServedModel) -> None:
         """Run the engine's preparation for ``model`` in the background (an explain thread)."""
@@ -191,8 +198,9 @@ class ExplainService:
 
 
 # ---- request parsing ----------------------------------------------------------------------
-def parse_request(request: InferenceRequest) -> ParsedRequest:
+def parse_request(request: InferenceRequest, parameter_max: dict[str, float] | None = None) -> ParsedRequest:
     params = {k: v for k, v in request.parameters.items() if k not in PROTOCOL_PARAMETERS}
+    _check_maxima(params, parameter_max or {})
     method = params.pop("method", None)
     if method is not None and not isinstance(method, str):
         raise InvalidInput(f"parameter 'method' must be a string, got {method!r}")
@@ -221,3 +229,29 @@ def _parse_targets(value: Any) -> list[int] | None:
     if not isinstance(value, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
         raise InvalidInput(f"parameter 'targets' must be a list of class indices, got {value!r}")
     return value
+
+
+def _check_maxima(params: dict[str, Any], parameter_max: dict[str, float]) -> None:
+    """The server's lower maxima (``explain_parameter_max``); ``method.name`` counts as ``name``.
+    A value that is no number is left to the library's validation."""
+    for key, value in params.items():
+        cap = parameter_max.get(key.rpartition(".")[2])
+        if cap is None or isinstance(value, bool):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if number > cap:
+            raise InvalidInput(f"parameter {key!r}: at most {cap:g} on this server, got {value!r}")
+
+
+def lower_maximum(schema: dict[str, Any], cap: float) -> dict[str, Any]:
+    """A parameter's JSON Schema with its maximum lowered to ``cap`` (an integer stays one)."""
+    bound = schema.get("maximum", schema.get("exclusiveMaximum"))
+    if bound is not None and bound <= cap:
+        return schema
+    kinds = schema.get("type")
+    integer = kinds == "integer" or (isinstance(kinds, list) and "integer" in kinds)
+    lowered = {k: v for k, v in schema.items() if k != "exclusiveMaximum"}
+    return lowered | {"maximum": int(cap) if integer else cap}

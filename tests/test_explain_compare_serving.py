@@ -183,3 +183,35 @@ async def test_text_aopc_and_sensitivity_scores_are_response_tensors(model_repo:
 def test_grpc_compare_parameter_travels_as_a_string() -> None:
     request = to_request(grpc_image_request(methods="saliency,grad_cam"), None)
     assert request.parameters["methods"] == "saliency,grad_cam"
+
+
+async def test_a_server_maximum_is_published_and_enforced(model_repo: Path) -> None:
+    caps = {"n_steps": 64, "stdevs": 1.0}
+    async with (
+        serving_stack(model_repo, ["tiny-image"], engine=CaptumEngine(), explain_parameter_max=caps) as stack,
+        http_client(build_app(stack.dataplane)) as client,
+    ):
+        listed = {m["name"]: m for m in (await client.get("/v2/models/tiny-image/explain")).json()["methods"]}
+        above = await client.post(
+            "/v2/models/tiny-image/explain", json=image_body(method="integrated_gradients", n_steps=65)
+        )
+        routed = await client.post(
+            "/v2/models/tiny-image/explain",
+            json=image_body(methods="saliency,integrated_gradients", **{"integrated_gradients.n_steps": "100"}),
+        )
+    n_steps = listed["integrated_gradients"]["parameters"]["properties"]["n_steps"]
+    assert (n_steps["maximum"], n_steps["minimum"], n_steps["default"]) == (64, 2, 32)
+    stdevs = listed["noise_tunnel"]["parameters"]["properties"]["stdevs"]
+    assert stdevs["maximum"] == 1.0 and "exclusiveMaximum" not in stdevs
+    assert above.status_code == 400 and "at most 64" in above.json()["error"]
+    assert routed.status_code == 400 and "integrated_gradients.n_steps" in routed.json()["error"]
+
+
+def test_a_server_maximum_below_a_default_is_refused_at_startup() -> None:
+    from serving.explain_backend import check_parameter_max
+
+    check_parameter_max({"n_steps": 32, "nt_samples": 10})
+    with pytest.raises(ValueError, match=r"below .*default 32"):
+        check_parameter_max({"n_steps": 16})
+    with pytest.raises(ValueError, match="no explain parameter"):
+        check_parameter_max({"n_stepz": 16})
