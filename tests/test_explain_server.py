@@ -376,3 +376,29 @@ def test_discovery_and_compare_over_a_real_server(server: ServerProcess, tmp_pat
     assert compared.output.count("insertion_auc = ") == 2
     assert (tmp_path / "cmp" / "saliency" / "overlay.png").exists()
     assert (tmp_path / "cmp" / "grad_cam" / "overlay.png").exists()
+
+
+def bench_compare(url: str) -> dict[str, Any]:
+    """The bench's compare section against the server (runs in the worker: tritonclient's messages)."""
+    from bench.explain_bench import LumenExplainClient, run_compare
+    from bench.photos import Workload
+
+    jpegs = [jpeg_bytes(seed, (40, 40)) for seed in (11, 12, 13)]
+    workload = Workload([str(i) for i in range(len(jpegs))], jpegs, [], codec=None)  # type: ignore[arg-type]
+    lumen = LumenExplainClient(url, "tiny-image", workload)
+    try:
+        return run_compare(lumen, len(workload), 2, lambda _line: None)
+    finally:
+        lumen.close()
+
+
+def test_bench_compare_section_runs(server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+    from bench.explain_bench import COMPARE_METHODS
+    from bench.report import _explain_table
+
+    result = worker.submit(bench_compare, server.grpc_url).result(300)
+    assert result["methods"] == list(COMPARE_METHODS)
+    assert len(result["samples_s"]["methods_request"]) == len(result["samples_s"]["one_by_one"]) == 2
+    assert result["methods_request_s"] > 0 and result["one_by_one_s"] > 0 and result["ratio"] > 0
+    table = "\n".join(_explain_table({"explain": {"cases": {}, "compare": result}}))
+    assert f"ratio {result['ratio']:.2f}" in table

@@ -373,10 +373,11 @@ const SCORE_NOTES = {
 // asked for follow the score parameters sent (an output the server did not compute is a 400).
 function explainOutputs(parameters) {
   if (state.input.kind === "text") return undefined;
-  const scores = ["infidelity"];
+  const scores = [];
   if (parameters.deletion_steps !== 0) scores.push("deletion_auc");
   if (parameters.insertion_steps > 0) scores.push("insertion_auc");
   if (parameters.road_steps > 0) scores.push("road_morf", "road_lerf");
+  scores.push("infidelity");
   const perMethod = (m) => ["overlay_png", ...scores, ...(m === "integrated_gradients" ? ["convergence_delta"] : [])];
   const names = parameters.methods
     ? parameters.methods.split(",").flatMap((m) => perMethod(m).map((n) => `${m}/${n}`))
