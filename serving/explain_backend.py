@@ -160,7 +160,10 @@ class CaptumEngine:
         asked = {o.name.rpartition("/")[2] for o in request.outputs or ()}
         if request.outputs and "render_png" not in params and not asked & set(PNG_OUTPUTS):
             params = {**params, "render_png": False}  # no PNG asked for: none is drawn
-        images = lambda: _originals(model, request)  # noqa: E731 - decoded only if an overlay is drawn
+
+        def images() -> list[np.ndarray] | None:
+            return _originals(model, request)  # decoded only if an overlay is drawn
+
         if parsed.methods is None:
             result = explainer.explain(feed, method=parsed.method, targets=targets, params=params, images=images)
             outputs = response_tensors(result, feed, png_base64=parsed.png_base64)
@@ -216,7 +219,8 @@ def method_listing(model: TwinSource, twin: BundleExplainer | None = None) -> di
 
 
 def check_parameter_max(parameter_max: dict[str, float]) -> None:
-    """Refuse (ValueError) a server maximum below a parameter's default or naming no parameter."""
+    """Refuse (RuntimeError: the server does not start) a server maximum below a parameter's default
+    or one naming no parameter."""
     problems = []
     for name, cap in parameter_max.items():
         found = False
@@ -233,7 +237,7 @@ def check_parameter_max(parameter_max: dict[str, float]) -> None:
         if not found:
             problems.append(f"{name!r} is no explain parameter")
     if problems:
-        raise ValueError("explain_parameter_max: " + "; ".join(sorted(set(problems))))
+        raise RuntimeError("explain_parameter_max: " + "; ".join(sorted(set(problems))))
 
 
 # ---- request inputs -----------------------------------------------------------------------

@@ -211,7 +211,7 @@ def test_a_server_maximum_below_a_default_is_refused_at_startup() -> None:
     from serving.explain_backend import check_parameter_max
 
     check_parameter_max({"n_steps": 32, "nt_samples": 10})
-    with pytest.raises(ValueError, match=r"below .*default 32"):
+    with pytest.raises(RuntimeError, match=r"below .*default 32"):
         check_parameter_max({"n_steps": 16})
-    with pytest.raises(ValueError, match="no explain parameter"):
+    with pytest.raises(RuntimeError, match="no explain parameter"):
         check_parameter_max({"n_stepz": 16})
