@@ -147,6 +147,23 @@ def test_showcase_page_end_to_end(server: ServerProcess) -> None:
             page.wait_for_function("[...document.querySelectorAll('#figures img')].every(i => i.complete)")
             assert all(w > 0 for w in _natural_widths(page, "#figures img"))
             page.screenshot(path=str(ARTIFACTS / "showcase-text-attention.png"), full_page=True)
+
+            # --- text compare: token chips per method; the text model's shared parameters (aopc)
+            expect(page.locator('#common-params [data-param="aopc"]')).to_have_count(1)
+            expect(page.locator('#common-params [data-param="road_steps"]')).to_have_count(0)
+            page.check("#compare-mode")
+            for box in page.locator("#compare-methods input").all():
+                box.uncheck()
+            page.check('#compare-methods input[data-method="integrated_gradients"]')
+            page.check('#compare-methods input[data-method="occlusion"]')
+            page.click("#explain-button")
+            columns = page.locator("#comparison .compare-col")
+            expect(columns).to_have_count(2)
+            for method in ("integrated_gradients", "occlusion"):
+                column = page.locator(f'#comparison .compare-col[data-method="{method}"]')
+                expect(column.locator(".tokens span").first).to_be_visible()
+                expect(column.locator('.score[data-score="deletion_auc"]')).to_have_count(1)
+            page.screenshot(path=str(ARTIFACTS / "showcase-text-compare.png"), full_page=True)
         finally:
             browser.close()
     # the one expected failure: asking whether tiny-text has a report (it has none: 404)
