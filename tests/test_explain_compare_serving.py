@@ -215,3 +215,22 @@ def test_a_server_maximum_below_a_default_is_refused_at_startup() -> None:
         check_parameter_max({"n_steps": 16})
     with pytest.raises(RuntimeError, match="no explain parameter"):
         check_parameter_max({"n_stepz": 16})
+
+
+def test_discovery_recognises_a_vision_transformer(image_bundle: Bundle) -> None:
+    """From the manifest (a Hugging Face ViT) before the twin exists; from the twin once built."""
+    from explain.engine import BundleExplainer
+    from lumenserve.bundle import TransformersArchitecture
+    from tests.test_explain_vit import tiny_vit
+
+    vit_arch = TransformersArchitecture(config_dir="hf", num_labels=3, model_type="vit", head="image-classification")
+    manifest = image_bundle.manifest.model_copy(update={"architecture": vit_arch})
+    served = SimpleNamespace(name="vit", version="1", bundle=SimpleNamespace(manifest=manifest))
+    from_manifest = {m["name"] for m in method_listing(served)["methods"]}
+    assert {"attention", "gradient_rollout", "grad_cam"} <= from_manifest
+    cnn = {m["name"] for m in method_listing(SimpleNamespace(name="c", version="1", bundle=image_bundle))["methods"]}
+    assert "attention" not in cnn
+
+    twin = BundleExplainer(image_bundle, eager_model=tiny_vit())  # the twin's own answer wins once built
+    from_twin = method_listing(SimpleNamespace(name="c", version="1", bundle=image_bundle), twin)
+    assert {m["name"] for m in from_twin["methods"]} == from_manifest
