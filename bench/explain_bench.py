@@ -11,6 +11,9 @@ same work: decode + preprocess, predict, attribute the predicted class.
   explained with those parameters, so the server's explain cache never answers;
 - TorchServe: our handler's ``/explanations`` (same parameters, lean), and for IG at
   n_steps 15 its built-in ``image_classifier`` (IG with n_steps fixed at 15, target 0).
+
+:func:`run_compare` measures a ``methods`` request (several methods on one photo, sharing
+the decode and the prediction) against the same methods asked one by one.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ CASES = (
     MethodCase("saliency", "saliency", {}),
 )
 LEAN = {"infidelity": False, "deletion_steps": 0, "render_png": False}
+COMPARE_METHODS = ("saliency", "grad_cam", "integrated_gradients")
+COMPARE_PARAMS = {"n_steps": 15}
+"""The compare section: default scores and overlays (what the page asks for), IG at 15 steps."""
 
 
 class InProcessCaptum:
@@ -109,8 +115,12 @@ class LumenExplainClient:
         self.workload = workload
 
     def explain(self, case: MethodCase, photo: int, extra: dict[str, Any]) -> dict[str, Any]:
+        return self.request({"method": case.method} | case.params | extra, photo)
+
+    def request(self, parameters: dict[str, Any], photo: int) -> dict[str, Any]:
+        """One ModelExplain of photo ``photo`` with these request parameters; the response's."""
         request = self.pb.ModelInferRequest(model_name=self.model)
-        for name, value in ({"method": case.method} | case.params | extra).items():
+        for name, value in parameters.items():
             param = request.parameters[name]
             if isinstance(value, bool):
                 param.bool_param = value
@@ -233,6 +243,44 @@ def run_explain(
         result["cases"][case.key] = {"method": case.method, "params": case.params, "median_s": row,
                                      "samples_s": times[case.key]}  # fmt: skip
     return result
+
+
+def run_compare(
+    lumen: LumenExplainClient,
+    photos: int,
+    reps: int,
+    log: Callable[[str], None],
+    methods: tuple[str, ...] = COMPARE_METHODS,
+) -> dict[str, Any]:
+    """Seconds of one ``methods`` request vs the same methods one by one (summed), per photo,
+    alternating which goes first; each photo is new to both, so the cache never answers."""
+    joined = ",".join(methods)
+    lumen.request({"methods": joined} | COMPARE_PARAMS, photos - 1)  # warm-up: twin, explainers
+    together: list[float] = []
+    apart: list[float] = []
+    for rep in range(reps):
+        photo = rep % max(1, photos - 1)
+
+        def one_by_one(photo: int = photo) -> None:
+            for method in methods:
+                lumen.request({"method": method} | _own(method, COMPARE_PARAMS), photo)
+
+        def compared(photo: int = photo) -> None:
+            lumen.request({"methods": joined} | COMPARE_PARAMS, photo)
+
+        runs = [(apart, one_by_one), (together, compared)]
+        for times, fn in runs if rep % 2 == 0 else runs[::-1]:
+            times.append(timed(fn))
+        log(f"explain compare repetition {rep + 1}/{reps} done")
+    ratio = [t / a for t, a in zip(together, apart, strict=True)]
+    return {"methods": list(methods), "params": COMPARE_PARAMS, "methods_request_s": _median(together),
+            "one_by_one_s": _median(apart), "ratio": _median(ratio), "samples_s": {"methods_request": together,
+            "one_by_one": apart}}  # fmt: skip
+
+
+def _own(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a single-method request may carry (a compare request routes them itself)."""
+    return params if method == "integrated_gradients" else {}
 
 
 def _median(values: list[float]) -> float | None:

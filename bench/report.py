@@ -91,6 +91,9 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         if builtin:
             targets.append(_target(f"explain {key}: lumenserve / TorchServe built-in", lean / builtin if lean else None,
                                    0.5, at_most=True))  # fmt: skip
+    compare = _get(result, "explain", "compare", "ratio")
+    targets.append(_target("explain compare: one `methods` request / the same methods one by one", compare, 1.0,
+                           at_most=True))  # fmt: skip
     cold = _get(result, "cold_start", "lumenserve_median_s")
     targets.append(_target("cold start to ready, lumenserve (median)", cold, 5.0, at_most=True, unit=" s"))
     over = result.get("overload") or {}
@@ -257,6 +260,12 @@ def _explain_table(result: dict[str, Any]) -> list[str]:
             f"{_f(med.get('lumenserve_default'), 3)} | {_f(ts, 3)} | {_f(med.get('torchserve_builtin'), 3)} | "
             f"{_f(lean / captum if lean and captum else None, 2)} | {_f(lean / ts if lean and ts else None, 2)} |"
         )
+    compare = ex.get("compare")
+    if compare:
+        lines += ["", f"Compare: one request with `methods` = {','.join(compare['methods'])} "
+                  f"({compare['params']}, default scores and overlays) took {_f(compare['methods_request_s'], 3)} s, "
+                  f"the same methods one by one {_f(compare['one_by_one_s'], 3)} s: ratio {_f(compare['ratio'], 2)} "
+                  "(the decode and the prediction pass are shared)."]  # fmt: skip
     if ex.get("errors"):
         lines += ["", "Explain errors: " + "; ".join(f"`{k}`: {v}" for k, v in ex["errors"].items())]
     return lines

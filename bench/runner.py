@@ -29,7 +29,7 @@ import numpy as np
 
 from bench.ceiling import Ceiling
 from bench.clients import LumenGrpc, LumenHttp, TorchServeHttp, is_rejection
-from bench.explain_bench import LumenExplainClient, TorchServeExplainClient, run_explain
+from bench.explain_bench import LumenExplainClient, TorchServeExplainClient, run_compare, run_explain
 from bench.loadgen import LoadResult, closed_loop, fixed_rate, percentiles_ms
 from bench.machine import describe_machine
 from bench.photos import Workload, image_workload
@@ -284,6 +284,7 @@ class BenchRun:
                 self.plan.explain_reps,
                 self.log,
             )
+            self.result["explain"]["compare"] = run_compare(lumen, len(self.workload), self.plan.explain_reps, self.log)
         finally:
             lumen.close()
             if ts is not None:

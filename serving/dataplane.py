@@ -145,9 +145,7 @@ class DataPlane:
         """The explain methods this model can run, each with its parameters as JSON Schema."""
         if self.explain_service is None:
             raise Unimplemented("explain is not available on this server")
-        from serving.explain_backend import explain_schema  # loaded with the engine already
-
-        return explain_schema(self.repository.get(name, version))
+        return self.explain_service.methods(self.repository.get(name, version))
 
     # ---- the two roads ------------------------------------------------------------------
     async def infer(self, request: InferenceRequest, protocol: str) -> InferenceResponse:

@@ -6,8 +6,9 @@ and cancellation): it prepares the inputs with the model's own I/O layer
 (:class:`serving.model.ModelIO`), answers from a response cache
 (``lumenserve_explain_cache_total{result}``), explains with the model's eager twin (built and
 checked against the served runtime once, :class:`TwinCache`) and converts the result to
-response tensors (docs/explain.md lists them). :func:`explain_schema` lists the methods a
-model can run with their parameters as JSON Schema.
+response tensors (docs/explain.md lists them); a ``methods`` request (compare) answers every
+method's tensors under ``<method>/`` names, sharing the prediction. :func:`method_listing`
+lists the methods a model can run, from the explain library's ``method_schemas``.
 """
 
 from __future__ import annotations
@@ -16,19 +17,17 @@ import base64
 import hashlib
 import json
 import logging
-import sys
 import threading
 from collections import OrderedDict
 from typing import Any, Protocol
 
 import numpy as np
 
-from explain.engine import BundleExplainer, ExplainResult, ScoreParams
-from explain.methods import DEFAULT_METHOD, NOISE_TUNNEL_BASES, REGISTRY, supported_methods
-from explain.methods.noise_tunnel import NoiseTunnel
-from explain.params import MethodParams
-from explain.render import RenderParams
-from lumenserve.bundle import Bundle
+from explain.engine import BundleExplainer, ExplainResult
+from explain.image_model import VIT_MODEL_TYPES
+from explain.methods import DEFAULT_METHOD
+from explain.params import SCORE_NAMES, method_schemas
+from lumenserve.bundle import Bundle, TransformersArchitecture
 from serving.errors import InvalidInput
 from serving.explain_service import ParsedRequest
 from serving.metrics import ServingMetrics
@@ -111,6 +110,12 @@ class TwinCache:
             self._twins[key] = (id(model), explainer)  # a reloaded version replaces the old twin
             return explainer
 
+    def built(self, model: TwinSource) -> BundleExplainer | None:
+        """The twin of ``model`` if it was built already (never builds)."""
+        with self._lock:
+            held = self._twins.get((model.name, model.version))
+        return held[1] if held is not None and held[0] == id(model) else None
+
 
 class CaptumEngine:
     """Explanations with the explain library on each model's eager twin, with a response cache."""
@@ -122,6 +127,9 @@ class CaptumEngine:
 
     def warm(self, model: ServedModel) -> None:
         self.twins.get(model)
+
+    def methods(self, model: ServedModel) -> dict[str, Any]:
+        return method_listing(model, self.twins.built(model))
 
     def explain(self, model: ServedModel, request: InferenceRequest, parsed: ParsedRequest) -> InferenceResponse:
         inputs = [t for t in request.inputs if t.name != "target"]
@@ -149,62 +157,87 @@ class CaptumEngine:
     ) -> InferenceResponse:
         explainer = self.twins.get(model)
         params = parsed.params
-        if request.outputs and "render_png" not in params and not {o.name for o in request.outputs} & set(PNG_OUTPUTS):
+        asked = {o.name.rpartition("/")[2] for o in request.outputs or ()}
+        if request.outputs and "render_png" not in params and not asked & set(PNG_OUTPUTS):
             params = {**params, "render_png": False}  # no PNG asked for: none is drawn
-        result = explainer.explain(
-            feed,
-            method=parsed.method,
-            targets=targets,
-            params=params,
-            images=lambda: _originals(model, request),  # decoded only if an overlay is drawn
-        )
-        outputs = response_tensors(result, feed, png_base64=parsed.png_base64)
+
+        def images() -> list[np.ndarray] | None:
+            return _originals(model, request)  # decoded only if an overlay is drawn
+
+        if parsed.methods is None:
+            result = explainer.explain(feed, method=parsed.method, targets=targets, params=params, images=images)
+            outputs = response_tensors(result, feed, png_base64=parsed.png_base64)
+            parameters = {"method": result.method, "explain_parameters": json.dumps(result.params, sort_keys=True)}
+        else:
+            results = explainer.explain_methods(
+                feed, targets=targets, params={**params, "methods": parsed.methods}, images=images
+            )
+            outputs = compare_tensors(results, feed, png_base64=parsed.png_base64)
+            parameters = {
+                "methods": ",".join(r.method for r in results),
+                "explain_parameters": json.dumps({r.method: r.params for r in results}, sort_keys=True),
+            }
         outputs = select_outputs(outputs, request)
-        parameters = {
-            "method": result.method,
-            "explain_parameters": json.dumps(result.params, sort_keys=True),
-            "png_encoding": "base64" if parsed.png_base64 else "raw",
-            "explain_cache": "miss",
-        }
+        parameters |= {"png_encoding": "base64" if parsed.png_base64 else "raw", "explain_cache": "miss"}
         return InferenceResponse(model.name, model.version, request.id, outputs, parameters)
 
 
 # ---- the methods a model offers, as JSON Schema --------------------------------------------
-def explain_schema(model: ServedModel) -> dict[str, Any]:
-    """Per method this model can run, its parameters as JSON Schema (bounds from explain's
-    pydantic parameter models: the one source the page builds its form from)."""
-    task = model.bundle.manifest.task
-    methods = []
-    for name in supported_methods(task):
-        cls = REGISTRY[name][task]
-        parameters = _object_schema(cls.Params)
-        if cls is NoiseTunnel:
-            parameters["properties"]["base_method"] = {
-                "type": "string",
-                "enum": list(NOISE_TUNNEL_BASES),
-                "default": "saliency",
-                "description": "the method whose attributions are averaged over noisy copies",
-            }
-        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0]
-        methods.append({"name": name, "description": " ".join(doc.split()), "parameters": parameters})
-    return {
+def method_listing(model: TwinSource, twin: BundleExplainer | None = None) -> dict[str, Any]:
+    """The discovery answer: per method this model can run, the explain library's schema
+    (``explain.params.method_schemas``: description, gradients, parameters as JSON Schema,
+    outputs, scores), with ``name`` added; an empty list with a ``reason`` when it can run none.
+    ``twin``: the model's eager twin when already built (its check's refusal is the reason)."""
+    manifest = model.bundle.manifest
+    task, arch = manifest.task, manifest.architecture
+    answer: dict[str, Any] = {
         "name": model.name,
         "version": model.version,
         "task": task,
-        "default_method": DEFAULT_METHOD[task],
-        "methods": methods,
-        "common": {"render": _object_schema(RenderParams), "scores": _object_schema(ScoreParams)},
+        "default_method": None,
+        "methods": [],
+        "reason": "",
     }
+    if task == "tensor":
+        return answer | {"reason": "tensor models have no explanations: explain needs a classification task"}
+    if arch is None:
+        reason = "the bundle has no eager weights (imported from ONNX or TorchScript): explanations need them"
+        return answer | {"reason": reason}
+    if twin is not None and twin.refusal:
+        return answer | {"reason": twin.refusal}
+    if twin is not None:
+        schemas = twin.method_schemas()
+    else:  # from the manifest alone (the twin is built on the first explanation)
+        vit = (
+            isinstance(arch, TransformersArchitecture)
+            and arch.head == "image-classification"
+            and arch.model_type in VIT_MODEL_TYPES
+        )
+        schemas = method_schemas(task, True, vision_transformer=vit)
+    methods = [{"name": name, **schema} for name, schema in schemas.items()]
+    return answer | {"default_method": DEFAULT_METHOD[task], "methods": methods}
 
 
-def _object_schema(params: type[MethodParams]) -> dict[str, Any]:
-    schema = params.model_json_schema()
-    return {
-        "type": "object",
-        "properties": schema.get("properties", {}),
-        "additionalProperties": False,
-        **({"$defs": schema["$defs"]} if "$defs" in schema else {}),
-    }
+def check_parameter_max(parameter_max: dict[str, float]) -> None:
+    """Refuse (RuntimeError: the server does not start) a server maximum below a parameter's default
+    or one naming no parameter."""
+    problems = []
+    for name, cap in parameter_max.items():
+        found = False
+        for task in ("image-classification", "text-classification"):
+            for vit in (False, True):
+                for method, schema in method_schemas(task, True, vision_transformer=vit).items():
+                    field = schema["parameters"]["properties"].get(name)
+                    if field is None:
+                        continue
+                    found = True
+                    default = field.get("default")
+                    if isinstance(default, int | float) and not isinstance(default, bool) and default > cap:
+                        problems.append(f"{name}={cap:g} is below {method}'s default {default}")
+        if not found:
+            problems.append(f"{name!r} is no explain parameter")
+    if problems:
+        raise RuntimeError("explain_parameter_max: " + "; ".join(sorted(set(problems))))
 
 
 # ---- request inputs -----------------------------------------------------------------------
@@ -237,7 +270,7 @@ def cache_key(
     targets: list[int] | None,
     request: InferenceRequest,
 ) -> str:
-    """sha256 of (model, version, prepared inputs, raw images, method, parameters, targets, outputs)."""
+    """sha256 of (model, version, prepared inputs, raw images, method(s), parameters, targets, outputs)."""
     digest = hashlib.sha256()
     digest.update(f"{model.name}\0{model.version}\0".encode())
     for name in sorted(feed):
@@ -250,7 +283,7 @@ def cache_key(
                 for item in tensor.data.reshape(-1):
                     digest.update(len(item).to_bytes(8, "little") + bytes(item))
     wanted = [o.name for o in request.outputs] if request.outputs else None
-    spec = [parsed.method, parsed.params, targets, parsed.png_base64, wanted]
+    spec = [parsed.method, parsed.methods, parsed.params, targets, parsed.png_base64, wanted]
     digest.update(json.dumps(spec, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
@@ -267,6 +300,22 @@ def _bytes_tensor(name: str, items: list[bytes], png: bool = False, base64_png: 
 
 
 def response_tensors(result: ExplainResult, feed: dict[str, np.ndarray], *, png_base64: bool) -> list[Tensor]:
+    """One method's answer: the prediction, then the method's tensors."""
+    return prediction_tensors(result, feed) + method_tensors(result, feed, png_base64=png_base64)
+
+
+def compare_tensors(results: list[ExplainResult], feed: dict[str, np.ndarray], *, png_base64: bool) -> list[Tensor]:
+    """Several methods' answer: the shared prediction once, then each method's tensors named
+    ``<method>/<output>`` (``grad_cam/overlay_png``, ``grad_cam/deletion_auc``), in the order asked."""
+    out = prediction_tensors(results[0], feed)
+    for result in results:
+        for tensor in method_tensors(result, feed, png_base64=png_base64):
+            out.append(Tensor(f"{result.method}/{tensor.name}", tensor.datatype, tensor.data, tensor.parameters))
+    return out
+
+
+def prediction_tensors(result: ExplainResult, feed: dict[str, np.ndarray]) -> list[Tensor]:
+    """What every method of a request shares: the prediction, the class explained, the tokens."""
     items = result.items
     out = [
         Tensor("logits", "FP32", np.stack([i.logits for i in items]).astype(np.float32)),  # (batch, classes)
@@ -276,27 +325,35 @@ def response_tensors(result: ExplainResult, feed: dict[str, np.ndarray], *, png_
     ]
     if "input_ids" in feed:
         seq = feed["input_ids"].shape[1]
-        attributions = np.zeros((len(items), seq), dtype=np.float32)  # (batch, seq), 0 at padding
         tokens = np.full((len(items), seq), b"", dtype=object)  # (batch, seq)
         for row, item in enumerate(items):
-            n = len(item.attributions)
-            attributions[row, :n] = item.attributions
-            tokens[row, :n] = [t.encode() for t in item.tokens or []]
-        out.append(Tensor("attributions", "FP32", attributions))
+            tokens[row, : len(item.tokens or [])] = [t.encode() for t in item.tokens or []]
         out.append(Tensor("tokens", "BYTES", tokens))
+    return out
+
+
+def method_tensors(result: ExplainResult, feed: dict[str, np.ndarray], *, png_base64: bool) -> list[Tensor]:
+    """One method's own outputs: attributions, pictures, scores (named as the library names them)."""
+    items = result.items
+    out = []
+    if "input_ids" in feed:
+        seq = feed["input_ids"].shape[1]
+        attributions = np.zeros((len(items), seq), dtype=np.float32)  # (batch, seq), 0 at padding
+        for row, item in enumerate(items):
+            attributions[row, : len(item.attributions)] = item.attributions
+        out.append(Tensor("attributions", "FP32", attributions))
         out.append(_bytes_tensor("token_html", [(i.token_html or "").encode() for i in items]))
     else:
         out.append(Tensor("attributions", "FP32", np.stack([i.attributions for i in items]).astype(np.float32)))
     for name in PNG_OUTPUTS:
         if name in items[0].pngs:
             out.append(_bytes_tensor(name, [i.pngs[name] for i in items], png=True, base64_png=png_base64))
-    if items[0].deletion_auc is not None:  # deletion_steps 0: no curve asked for
-        out.append(Tensor("deletion_auc", "FP32", np.array([i.deletion_auc for i in items], dtype=np.float32)))
+    for name in SCORE_NAMES:  # deletion_auc, insertion_auc, ..., each when computed
+        if name in items[0].scores:
+            out.append(Tensor(name, "FP32", np.array([i.scores[name] for i in items], dtype=np.float32)))  # (batch,)
     if items[0].convergence_delta is not None:
         delta = np.array([i.convergence_delta for i in items], dtype=np.float32)  # (batch,)
         out.append(Tensor("convergence_delta", "FP32", delta))
-    if items[0].infidelity is not None:
-        out.append(Tensor("infidelity", "FP32", np.array([i.infidelity for i in items], dtype=np.float32)))
     return out
 
 

@@ -2,7 +2,8 @@
 
 :class:`ExplainService` (``DataPlane.explain`` calls :meth:`~ExplainService.explain`) holds them:
 
-- **validation** of the request parameters (``method``, ``targets``, ``png_encoding``) once,
+- **validation** of the request parameters (``method`` or ``methods``, ``targets``,
+  ``png_encoding``) once,
   before admission (:func:`parse_request`); the method's own parameters are checked by the
   explain library, and its errors are in the one error table;
 - **admission** against explain's own queue: at most ``explain_max_concurrency`` running plus
@@ -53,6 +54,8 @@ class ParsedRequest:
     targets: list[int] | None
     params: dict[str, Any]
     png_base64: bool
+    methods: str | None = None
+    """Compare: the ``methods`` parameter as sent (comma-separated names; the library checks them)."""
 
 
 class ExplainEngine(Protocol):
@@ -64,6 +67,10 @@ class ExplainEngine(Protocol):
 
     def warm(self, model: ServedModel) -> None:
         """Build what the model's explanations need, so the first one does not pay for it."""
+        ...
+
+    def methods(self, model: ServedModel) -> dict[str, Any]:
+        """Discovery: the methods this model can run, each with its parameters as JSON Schema."""
         ...
 
 
@@ -92,6 +99,7 @@ class ExplainService:
         self.engine = engine
         self.max_running = settings.explain_max_concurrency
         self.max_waiting = settings.explain_max_queue
+        self.parameter_max = settings.explain_parameter_max
         self.pool = ThreadPoolExecutor(
             max_workers=self.max_running,
             thread_name_prefix="explain",
@@ -103,7 +111,7 @@ class ExplainService:
         """Explanations in the explain threads' hands: queued or running (abandoned running ones too)."""
 
     async def explain(self, model: ServedModel, request: InferenceRequest, deadline: float) -> InferenceResponse:
-        parsed = parse_request(request)
+        parsed = parse_request(request, self.parameter_max)
         self._admit(model)
         job = _Job()
         loop = asyncio.get_running_loop()
@@ -124,7 +132,7 @@ class ExplainService:
             self._abandon(job)
             self.metrics.explain_rejected.labels(model.name, model.version, "cancelled").inc()
             raise
-        method = str(response.parameters.get("method", "default"))
+        method = "compare" if parsed.methods is not None else str(response.parameters.get("method", "default"))
         self.metrics.explain_seconds.labels(model.name, model.version, method).observe(time.perf_counter() - began)
         return response
 
@@ -166,6 +174,16 @@ class ExplainService:
                 job.state = "done"
                 self._pending -= 1
 
+    def methods(self, model: ServedModel) -> dict[str, Any]:
+        """The discovery answer for ``model`` (cheap: no twin is built for it), with this
+        server's ``explain_parameter_max`` as the published maxima."""
+        answer = self.engine.methods(model)
+        for method in answer.get("methods", []):
+            for name, schema in method["parameters"]["properties"].items():
+                if name in self.parameter_max:
+                    method["parameters"]["properties"][name] = lower_maximum(schema, self.parameter_max[name])
+        return answer
+
     def warm(self, model: ServedModel) -> None:
         """Run the engine's preparation for ``model`` in the background (an explain thread)."""
 
@@ -180,16 +198,22 @@ class ExplainService:
 
 
 # ---- request parsing ----------------------------------------------------------------------
-def parse_request(request: InferenceRequest) -> ParsedRequest:
+def parse_request(request: InferenceRequest, parameter_max: dict[str, float] | None = None) -> ParsedRequest:
     params = {k: v for k, v in request.parameters.items() if k not in PROTOCOL_PARAMETERS}
+    _check_maxima(params, parameter_max or {})
     method = params.pop("method", None)
     if method is not None and not isinstance(method, str):
         raise InvalidInput(f"parameter 'method' must be a string, got {method!r}")
+    methods = params.pop("methods", None)
+    if methods is not None and not isinstance(methods, str):
+        raise InvalidInput(f"parameter 'methods' must be a comma-separated string, got {methods!r}")
+    if methods is not None and method:
+        raise InvalidInput("give either 'method' or 'methods' (comma-separated, to compare), not both")
     targets = _parse_targets(params.pop("targets", None))
     encoding = params.pop("png_encoding", "base64")
     if encoding not in ("base64", "raw"):
         raise InvalidInput(f"parameter 'png_encoding' must be 'base64' or 'raw', got {encoding!r}")
-    return ParsedRequest(method or None, targets, params, png_base64=encoding == "base64")
+    return ParsedRequest(method or None, targets, params, png_base64=encoding == "base64", methods=methods)
 
 
 def _parse_targets(value: Any) -> list[int] | None:
@@ -205,3 +229,29 @@ def _parse_targets(value: Any) -> list[int] | None:
     if not isinstance(value, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
         raise InvalidInput(f"parameter 'targets' must be a list of class indices, got {value!r}")
     return value
+
+
+def _check_maxima(params: dict[str, Any], parameter_max: dict[str, float]) -> None:
+    """The server's lower maxima (``explain_parameter_max``); ``method.name`` counts as ``name``.
+    A value that is no number is left to the library's validation."""
+    for key, value in params.items():
+        cap = parameter_max.get(key.rpartition(".")[2])
+        if cap is None or isinstance(value, bool):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if number > cap:
+            raise InvalidInput(f"parameter {key!r}: at most {cap:g} on this server, got {value!r}")
+
+
+def lower_maximum(schema: dict[str, Any], cap: float) -> dict[str, Any]:
+    """A parameter's JSON Schema with its maximum lowered to ``cap`` (an integer stays one)."""
+    bound = schema.get("maximum", schema.get("exclusiveMaximum"))
+    if bound is not None and bound <= cap:
+        return schema
+    kinds = schema.get("type")
+    integer = kinds == "integer" or (isinstance(kinds, list) and "integer" in kinds)
+    lowered = {k: v for k, v in schema.items() if k != "exclusiveMaximum"}
+    return lowered | {"maximum": int(cap) if integer else cap}

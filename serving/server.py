@@ -42,8 +42,9 @@ def build_explain_service(
     if not settings.explain:
         return None
     if engine is None:
-        from serving.explain_backend import CaptumEngine  # loads torch: only when explain is on
+        from serving.explain_backend import CaptumEngine, check_parameter_max  # loads torch: only when explain is on
 
+        check_parameter_max(settings.explain_parameter_max)
         engine = CaptumEngine(metrics)
 
     return ExplainService(settings, metrics, engine)

@@ -104,6 +104,10 @@ class ServingSettings(BaseSettings):
     """How much lower the explain threads' CPU priority is than the predictions' (Linux nice).
     10 keeps predictions flowing during explanations; 0 gives explanations full speed on a host
     that runs nothing else."""
+    explain_parameter_max: dict[str, float] = {}
+    """Lower maxima for explain parameters on this server, e.g. ``{"n_steps": 64, "nt_samples":
+    16}``: discovery publishes them (the page's forms follow) and a request above one gets
+    INVALID_ARGUMENT/400. Each must be at least the parameter's default (checked at startup)."""
     preprocess_threads: int = Field(default=0, ge=0)
     """Threads decoding images / tokenising texts (0: one per CPU)."""
     static_dir: Path | None = None

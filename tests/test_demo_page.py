@@ -1,9 +1,11 @@
 """The showcase page in a real Chromium against a real ``lumenserve serve`` (tiny bundles).
 
 Loads the page, uploads an image, sees a prediction and a rendered explanation overlay,
-switches to the text model, sees token attributions and the attention view, opens a
-training report. Screenshots go to ``test-artifacts/``; ``docs/img/showcase.png`` is
-refreshed when ``LUMENSERVE_SHOWCASE_SCREENSHOT=1``.
+compares two methods side by side, switches to the text model, sees token attributions and
+the attention view, opens a training report. A second server with a lower
+``explain_parameter_max`` shows the forms following the server's discovery answer.
+Screenshots go to ``test-artifacts/``; ``docs/img/showcase.png`` is refreshed when
+``LUMENSERVE_SHOWCASE_SCREENSHOT=1``.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ def test_showcase_page_end_to_end(server: ServerProcess) -> None:
             assert shares == sorted(shares, reverse=True) and abs(sum(shares) - 100) < 0.5
             expect(page.locator("#latency")).to_contain_text("ms")
 
+            page.select_option("#method", "integrated_gradients")  # bounds from the discovery answer
+            expect(page.locator('#method-params [data-param="n_steps"]')).to_have_attribute("max", "512")
             page.select_option("#method", "saliency")
             page.click("#explain-button")
             expect(page.locator("#figures img").first).to_be_visible()
@@ -82,6 +86,28 @@ def test_showcase_page_end_to_end(server: ServerProcess) -> None:
             page.screenshot(path=str(ARTIFACTS / "showcase-image.png"), full_page=True)
             if os.environ.get("LUMENSERVE_SHOWCASE_SCREENSHOT") == "1":
                 page.screenshot(path=str(ROOT / "docs" / "img" / "showcase.png"))
+
+            # --- compare: two methods side by side, each with its overlay and scores
+            page.check("#compare-mode")
+            expect(page.locator("#method-label")).to_be_hidden()
+            for box in page.locator("#compare-methods input").all():
+                box.uncheck()
+            page.check('#compare-methods input[data-method="saliency"]')
+            page.check('#compare-methods input[data-method="grad_cam"]')
+            page.fill('#common-params [data-param="insertion_steps"]', "3")
+            page.click("#explain-button")
+            columns = page.locator("#comparison .compare-col")
+            expect(columns).to_have_count(2)
+            assert columns.evaluate_all("cs => cs.map(c => c.dataset.method)") == ["saliency", "grad_cam"]
+            for method in ("saliency", "grad_cam"):
+                column = page.locator(f'#comparison .compare-col[data-method="{method}"]')
+                expect(column.locator("img")).to_have_count(1)
+                expect(column.locator('.score[data-score="insertion_auc"]')).to_have_count(1)
+                expect(column.locator('.score[data-score="deletion_auc"]')).to_have_count(1)
+            page.wait_for_function("[...document.querySelectorAll('#comparison img')].every(i => i.complete)")
+            assert all(w > 0 for w in _natural_widths(page, "#comparison img"))
+            page.screenshot(path=str(ARTIFACTS / "showcase-compare.png"), full_page=True)
+            page.uncheck("#compare-mode")
 
             # --- training report of the image model
             expect(page.locator("#report-button")).to_be_enabled()
@@ -121,8 +147,46 @@ def test_showcase_page_end_to_end(server: ServerProcess) -> None:
             page.wait_for_function("[...document.querySelectorAll('#figures img')].every(i => i.complete)")
             assert all(w > 0 for w in _natural_widths(page, "#figures img"))
             page.screenshot(path=str(ARTIFACTS / "showcase-text-attention.png"), full_page=True)
+
+            # --- text compare: token chips per method; the text model's shared parameters (aopc)
+            expect(page.locator('#common-params [data-param="aopc"]')).to_have_count(1)
+            expect(page.locator('#common-params [data-param="road_steps"]')).to_have_count(0)
+            page.check("#compare-mode")
+            for box in page.locator("#compare-methods input").all():
+                box.uncheck()
+            page.check('#compare-methods input[data-method="integrated_gradients"]')
+            page.check('#compare-methods input[data-method="occlusion"]')
+            page.click("#explain-button")
+            columns = page.locator("#comparison .compare-col")
+            expect(columns).to_have_count(2)
+            for method in ("integrated_gradients", "occlusion"):
+                column = page.locator(f'#comparison .compare-col[data-method="{method}"]')
+                expect(column.locator(".tokens span").first).to_be_visible()
+                expect(column.locator('.score[data-score="deletion_auc"]')).to_have_count(1)
+            page.screenshot(path=str(ARTIFACTS / "showcase-text-compare.png"), full_page=True)
         finally:
             browser.close()
     # the one expected failure: asking whether tiny-text has a report (it has none: 404)
     unexpected = [e for e in errors if not ("404" in e and "/v2/models/tiny-text/versions/1/report" in e)]
     assert not unexpected, unexpected
+
+
+def test_forms_follow_the_server_maximum(model_repo: Path) -> None:
+    """A bound changed on the server side (``explain_parameter_max``) reaches the page's form."""
+    from playwright.sync_api import expect, sync_playwright
+
+    env = {"LUMENSERVE_EXPLAIN_PARAMETER_MAX": '{"n_steps": 64, "nt_samples": 12}'}
+    with ServerProcess(model_repo, env=env) as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)
+            page.goto(f"http://{server.http_url}/?models=tiny-image")
+            page.click('[data-model="tiny-image"]')
+            page.select_option("#method", "integrated_gradients")
+            expect(page.locator('#method-params [data-param="n_steps"]')).to_have_attribute("max", "64")
+            page.select_option("#method", "smoothgrad")
+            expect(page.locator('#method-params [data-param="nt_samples"]')).to_have_attribute("max", "12")
+        finally:
+            browser.close()

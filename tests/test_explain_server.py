@@ -344,3 +344,61 @@ def test_explain_cache_is_bounded_by_entries_and_bytes() -> None:
     assert cache.get("a") is None and cache.get("c") is None and cache.get("d") is not None
     cache.put("e", response(101))  # larger than the whole cache: not stored
     assert cache.get("e") is None
+
+
+def test_discovery_and_compare_over_a_real_server(server: ServerProcess, tmp_path: Path) -> None:
+    import grpc
+
+    from serving.protogen import explain_pb2, explain_pb2_grpc
+
+    listed = httpx.get(f"http://{server.http_url}/v2/models/tiny-image/explain", timeout=30).json()
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = explain_pb2_grpc.ExplainServiceStub(channel)
+        answer = stub.ModelExplainMethods(explain_pb2.ModelExplainMethodsRequest(name="tiny-image"), timeout=30)
+    assert json.loads(answer.methods_json) == listed and "grad_cam" in {m["name"] for m in listed["methods"]}
+
+    runner = CliRunner()
+    url = f"http://{server.http_url}"
+    listing = runner.invoke(explain_command, ["--url", url, "--model", "tiny-text", "--list"])
+    assert listing.exit_code == 0, listing.output
+    assert "default method: integrated_gradients" in listing.output
+    assert "n_steps: integer [2, 512], default 32" in listing.output and "\ngrad_cam" not in listing.output
+
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(jpeg_bytes(7, (40, 40)))
+    compared = runner.invoke(
+        explain_command,
+        ["--url", url, "--model", "tiny-image", "--image", str(image), "--methods", "saliency,grad_cam",
+         "--param", "insertion_steps=3", "--out", str(tmp_path / "cmp")],
+    )  # fmt: skip
+    assert compared.exit_code == 0, compared.output
+    assert "method saliency:" in compared.output and "method grad_cam:" in compared.output
+    assert compared.output.count("insertion_auc = ") == 2
+    assert (tmp_path / "cmp" / "saliency" / "overlay.png").exists()
+    assert (tmp_path / "cmp" / "grad_cam" / "overlay.png").exists()
+
+
+def bench_compare(url: str) -> dict[str, Any]:
+    """The bench's compare section against the server (runs in the worker: tritonclient's messages)."""
+    from bench.explain_bench import LumenExplainClient, run_compare
+    from bench.photos import Workload
+
+    jpegs = [jpeg_bytes(seed, (40, 40)) for seed in (11, 12, 13)]
+    workload = Workload([str(i) for i in range(len(jpegs))], jpegs, [], codec=None)  # type: ignore[arg-type]
+    lumen = LumenExplainClient(url, "tiny-image", workload)
+    try:
+        return run_compare(lumen, len(workload), 2, lambda _line: None)
+    finally:
+        lumen.close()
+
+
+def test_bench_compare_section_runs(server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+    from bench.explain_bench import COMPARE_METHODS
+    from bench.report import _explain_table
+
+    result = worker.submit(bench_compare, server.grpc_url).result(300)
+    assert result["methods"] == list(COMPARE_METHODS)
+    assert len(result["samples_s"]["methods_request"]) == len(result["samples_s"]["one_by_one"]) == 2
+    assert result["methods_request_s"] > 0 and result["one_by_one_s"] > 0 and result["ratio"] > 0
+    table = "\n".join(_explain_table({"explain": {"cases": {}, "compare": result}}))
+    assert f"ratio {result['ratio']:.2f}" in table

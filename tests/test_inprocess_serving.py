@@ -120,8 +120,10 @@ async def test_http_infer_and_error_table(model_repo: Path, caplog: pytest.LogCa
 
 
 async def test_http_explain_methods_come_from_the_model(model_repo: Path) -> None:
+    from serving.explain_backend import CaptumEngine
+
     async with (
-        serving_stack(model_repo, ["tiny-image", "tiny-text"], engine=BlockingEngine()) as stack,
+        serving_stack(model_repo, ["tiny-image", "tiny-text"], engine=CaptumEngine()) as stack,
         http_client(build_app(stack.dataplane)) as client,
     ):
         image = (await client.get("/v2/models/tiny-image/explain")).json()
@@ -133,7 +135,7 @@ async def test_http_explain_methods_come_from_the_model(model_repo: Path) -> Non
     n_steps = methods["integrated_gradients"]["parameters"]["properties"]["n_steps"]
     assert (n_steps["type"], n_steps["minimum"], n_steps["maximum"], n_steps["default"]) == ("integer", 2, 512, 32)
     assert n_steps["description"] and all(m["description"] for m in image["methods"])
-    assert image["common"]["render"]["properties"]["alpha"]["maximum"] == 1.0
+    assert methods["saliency"]["parameters"]["properties"]["alpha"]["maximum"] == 1.0  # rendering, per method
     assert "attention" in {m["name"] for m in text["methods"]}
 
 

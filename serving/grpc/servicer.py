@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -16,7 +17,7 @@ from serving.dataplane import DataPlane
 from serving.errors import ModelNotFound, ServingError, classify, log_internal
 from serving.grpc.convert import from_response, repository_answer, repository_model_name, to_request
 from serving.grpc.stream import InferStream
-from serving.protogen import explain_pb2_grpc, model_config_pb2
+from serving.protogen import explain_pb2, explain_pb2_grpc, model_config_pb2
 from serving.protogen import grpc_service_pb2 as pb
 from serving.protogen import grpc_service_pb2_grpc as pb_grpc
 
@@ -155,6 +156,13 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
     async def ModelExplain(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         response = await self.dataplane.explain(to_request(request, context.time_remaining()), "grpc")
         return from_response(response)
+
+    @mapped_errors
+    async def ModelExplainMethods(
+        self, request: explain_pb2.ModelExplainMethodsRequest, context: Any
+    ) -> explain_pb2.ModelExplainMethodsResponse:
+        answer = self.dataplane.explain_methods(request.name, request.version)
+        return explain_pb2.ModelExplainMethodsResponse(methods_json=json.dumps(answer))
 
 
 class EndableHealthServicer(HealthServicer):

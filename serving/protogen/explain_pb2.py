@@ -25,13 +25,17 @@ _sym_db = _symbol_database.Default()
 from serving.protogen import grpc_service_pb2 as grpc__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eserving/protogen/explain.proto\x12\x12lumenserve.explain\x1a\x12grpc_service.proto2_\n\x0e\x45xplainService\x12M\n\x0cModelExplain\x12\x1c.inference.ModelInferRequest\x1a\x1d.inference.ModelInferResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eserving/protogen/explain.proto\x12\x12lumenserve.explain\x1a\x12grpc_service.proto\";\n\x1aModelExplainMethodsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"3\n\x1bModelExplainMethodsResponse\x12\x14\n\x0cmethods_json\x18\x01 \x01(\t2\xd9\x01\n\x0e\x45xplainService\x12M\n\x0cModelExplain\x12\x1c.inference.ModelInferRequest\x1a\x1d.inference.ModelInferResponse\"\x00\x12x\n\x13ModelExplainMethods\x12..lumenserve.explain.ModelExplainMethodsRequest\x1a/.lumenserve.explain.ModelExplainMethodsResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'serving.protogen.explain_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXPLAINSERVICE']._serialized_start=74
-  _globals['_EXPLAINSERVICE']._serialized_end=169
+  _globals['_MODELEXPLAINMETHODSREQUEST']._serialized_start=74
+  _globals['_MODELEXPLAINMETHODSREQUEST']._serialized_end=133
+  _globals['_MODELEXPLAINMETHODSRESPONSE']._serialized_start=135
+  _globals['_MODELEXPLAINMETHODSRESPONSE']._serialized_end=186
+  _globals['_EXPLAINSERVICE']._serialized_start=189
+  _globals['_EXPLAINSERVICE']._serialized_end=406
 # @@protoc_insertion_point(module_scope)

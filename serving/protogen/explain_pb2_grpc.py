@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from serving.protogen import grpc_service_pb2 as grpc__service__pb2
+from serving.protogen import explain_pb2 as serving_dot_protogen_dot_explain__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -39,12 +40,23 @@ class ExplainServiceStub:
                 request_serializer=grpc__service__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
+        self.ModelExplainMethods = channel.unary_unary(
+                '/lumenserve.explain.ExplainService/ModelExplainMethods',
+                request_serializer=serving_dot_protogen_dot_explain__pb2.ModelExplainMethodsRequest.SerializeToString,
+                response_deserializer=serving_dot_protogen_dot_explain__pb2.ModelExplainMethodsResponse.FromString,
+                _registered_method=True)
 
 
 class ExplainServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def ModelExplain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModelExplainMethods(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,6 +69,11 @@ def add_ExplainServiceServicer_to_server(servicer, server):
                     servicer.ModelExplain,
                     request_deserializer=grpc__service__pb2.ModelInferRequest.FromString,
                     response_serializer=grpc__service__pb2.ModelInferResponse.SerializeToString,
+            ),
+            'ModelExplainMethods': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelExplainMethods,
+                    request_deserializer=serving_dot_protogen_dot_explain__pb2.ModelExplainMethodsRequest.FromString,
+                    response_serializer=serving_dot_protogen_dot_explain__pb2.ModelExplainMethodsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +103,33 @@ class ExplainService:
             '/lumenserve.explain.ExplainService/ModelExplain',
             grpc__service__pb2.ModelInferRequest.SerializeToString,
             grpc__service__pb2.ModelInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelExplainMethods(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lumenserve.explain.ExplainService/ModelExplainMethods',
+            serving_dot_protogen_dot_explain__pb2.ModelExplainMethodsRequest.SerializeToString,
+            serving_dot_protogen_dot_explain__pb2.ModelExplainMethodsResponse.FromString,
             options,
             channel_credentials,
             insecure,

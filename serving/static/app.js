@@ -11,7 +11,7 @@ const SAMPLE_SENTENCES = [
   "Dull, overlong and completely forgettable.",
   "The plot is thin but the performances carry it.",
 ];
-const state = { models: [], model: null, input: null, classes: [], methods: [] };
+const state = { models: [], model: null, input: null, classes: [], methods: [], common: [] };
 
 // ---------- HTTP helpers ----------
 async function call(path, init = {}) {
@@ -287,17 +287,40 @@ function setupTextInput() {
 // ---------- explanation ----------
 async function renderMethods() {
   const model = state.model;
-  const methods = await loadMethods(modelPath(model));
+  const { methods, common, reason } = await loadMethods(modelPath(model));
   if (state.model !== model) return; // the user switched models meanwhile
   state.methods = methods;
+  state.common = common;
   $("method").replaceChildren(...methods.map((m) => new Option(m.label, m.name)));
+  $("compare-methods").replaceChildren(
+    Object.assign(document.createElement("legend"), { textContent: "Methods side by side" }),
+    ...methods.map((m, i) => {
+      const label = document.createElement("label");
+      const box = Object.assign(document.createElement("input"), { type: "checkbox", value: m.name, checked: i < 2 });
+      box.dataset.method = m.name;
+      label.append(box, m.label);
+      label.title = m.note;
+      return label;
+    }),
+  );
+  $("common-params").replaceChildren(...paramFields(common));
   renderParams();
+  if (!methods.length) $("method-note").textContent = reason ? `No explanations: ${reason}` : "";
 }
+
+const comparing = () => $("compare-mode").checked;
 
 function renderParams() {
   const method = state.methods.find((m) => m.name === $("method").value);
-  $("method-note").textContent = method ? method.note : "";
-  $("method-params").replaceChildren(...(method ? method.params : []).map((p) => {
+  const compare = comparing();
+  $("compare-methods").hidden = !compare;
+  $("method-label").hidden = compare;
+  $("method-note").textContent = method && !compare ? method.note : "";
+  $("method-params").replaceChildren(...(method && !compare ? paramFields(method.params) : []));
+}
+
+function paramFields(params) {
+  return params.map((p) => {
     const label = document.createElement("label");
     label.textContent = p.label || p.name;
     const input = document.createElement(p.choices ? "select" : "input");
@@ -315,12 +338,13 @@ function renderParams() {
     input.dataset.type = p.type;
     label.append(input);
     return label;
-  }));
+  });
 }
 
 function explainParameters() {
-  const parameters = { method: $("method").value };
-  for (const input of $("method-params").querySelectorAll("[data-param]")) {
+  const chosen = [...$("compare-methods").querySelectorAll("input:checked")].map((b) => b.value);
+  const parameters = comparing() ? { methods: chosen.join(",") } : { method: $("method").value };
+  for (const input of $("explain-form").querySelectorAll(".params [data-param]")) {
     if (input.value === "") continue;
     const type = input.dataset.type;
     parameters[input.dataset.param] = type === "int" ? parseInt(input.value, 10)
@@ -332,26 +356,39 @@ function explainParameters() {
 
 const PNG_PREFIX = "iVBORw0KGgo";
 const isPng = (v) => typeof v === "string" && (v.startsWith(PNG_PREFIX) || v.startsWith("data:image/png"));
-const SCORE_RE = /faith|deletion|insertion|infidelity|delta|auc|sensitivity/i;
+const SCORE_RE = /faith|deletion|insertion|infidelity|delta|auc|sensitivity|road|comprehensiveness|sufficiency/i;
 const SCORE_NOTES = {
   deletion: "target probability as the most-attributed features are removed step by step; lower area = more faithful",
+  insertion: "target probability as the most-attributed features are put back; higher area = more faithful",
+  road_morf: "ROAD, most relevant imputed first: lower = more faithful",
+  road_lerf: "ROAD, least relevant imputed first: higher = more faithful",
+  comprehensiveness: "probability drop without the top tokens: higher = more faithful",
+  sufficiency: "probability drop keeping only the top tokens: lower = more faithful",
   infidelity: "Captum infidelity: lower is better",
   delta: "IG convergence delta: near 0 means attributions add up to the output change",
 };
 
 // Only what the page shows: for images the raw attribution tensor (C x H x W floats) stays on
-// the server; text attributions are one float per token, so everything comes back.
-function explainOutputs(method) {
+// the server; text attributions are one float per token, so everything comes back. The scores
+// asked for follow the score parameters sent (an output the server did not compute is a 400).
+function explainOutputs(parameters) {
   if (state.input.kind === "text") return undefined;
-  const names = ["overlay_png", "deletion_auc", "infidelity", "predicted", "target"];
-  if (method === "integrated_gradients") names.push("convergence_delta");
-  return names.map((name) => ({ name }));
+  const scores = [];
+  if (parameters.deletion_steps !== 0) scores.push("deletion_auc");
+  if (parameters.insertion_steps > 0) scores.push("insertion_auc");
+  if (parameters.road_steps > 0) scores.push("road_morf", "road_lerf");
+  scores.push("infidelity");
+  const perMethod = (m) => ["overlay_png", ...scores, ...(m === "integrated_gradients" ? ["convergence_delta"] : [])];
+  const names = parameters.methods
+    ? parameters.methods.split(",").flatMap((m) => perMethod(m).map((n) => `${m}/${n}`))
+    : perMethod(parameters.method);
+  return [...names, "predicted", "target"].map((name) => ({ name }));
 }
 
 async function explain() {
   const parameters = explainParameters();
   const started = performance.now();
-  const body = { parameters, outputs: explainOutputs(parameters.method) };
+  const body = { parameters, outputs: explainOutputs(parameters) };
   const model = state.model;
   const response = await call(`${modelPath(model)}/explain`, requestFor(state.input, body));
   if (state.model !== model) return;
@@ -383,7 +420,72 @@ function prettyName(name) {
   return name.replace(/_png$|_b64$/, "").replace(/_/g, " ");
 }
 
+function scoreCards(scores) {
+  return scores.map(([key, value]) => {
+    const div = document.createElement("div");
+    div.className = "score";
+    div.dataset.score = key;
+    const note = Object.entries(SCORE_NOTES).find(([k]) => key.includes(k));
+    div.innerHTML = '<div class="k"></div><div class="v"></div><div class="why"></div>';
+    div.querySelector(".k").textContent = prettyName(key);
+    const v = Number(value);
+    div.querySelector(".v").textContent = v !== 0 && Math.abs(v) < 0.001 ? v.toExponential(2) : v.toFixed(3);
+    div.querySelector(".why").textContent = note ? note[1] : "";
+    return div;
+  });
+}
+
+// Compare: the shared prediction once, then one column per method with its pictures and scores
+// (its outputs are named "<method>/<output>").
+function renderComparison(response) {
+  const outputs = response.outputs || [];
+  const tokensOut = outputs.find((o) => o.name === "tokens");
+  const tokens = tokensOut ? tokensOut.data.flat(Infinity).map(String) : null;
+  const columns = response.parameters.methods.split(",").map((method) => {
+    const col = document.createElement("div");
+    col.className = "compare-col";
+    col.dataset.method = method;
+    const title = document.createElement("h4");
+    title.textContent = method.replaceAll("_", " ");
+    col.append(title);
+    const scores = [];
+    for (const out of outputs.filter((o) => o.name.startsWith(`${method}/`))) {
+      const name = out.name.slice(method.length + 1);
+      const data = (out.data || []).flat(Infinity);
+      const png = out.parameters && out.parameters.content_type === "image/png";
+      if (out.datatype === "BYTES" && png) {
+        if (name !== "token_png") col.append(figure(data[0], prettyName(name)));
+      } else if (name === "attributions" && tokens) {
+        const strip = document.createElement("div");
+        strip.className = "tokens";
+        strip.append(...tokenSpans(tokens, data.map(Number)));
+        col.append(strip);
+      } else if (SCORE_RE.test(name) && out.datatype !== "BYTES") {
+        scores.push([name, data[0]]);
+      }
+    }
+    const box = document.createElement("div");
+    box.className = "scores";
+    box.append(...scoreCards(scores));
+    col.append(box);
+    return col;
+  });
+  $("comparison").replaceChildren(...columns);
+  $("comparison").hidden = false;
+  for (const id of ["scores", "figures"]) $(id).replaceChildren();
+  $("tokens").hidden = true;
+  $("token-legend").hidden = !tokens;
+  const used = { ...response.parameters };
+  try { used.explain_parameters = JSON.parse(used.explain_parameters); } catch { /* shown as sent */ }
+  $("explain-used").textContent = JSON.stringify(used, null, 2);
+  $("explaining").textContent = `comparing ${response.parameters.methods.replaceAll(",", ", ").replaceAll("_", " ")}`;
+  if (response.parameters.explain_cache === "hit") $("explaining").append(" · from the explanation cache");
+  $("explain-result").hidden = false;
+}
+
 function renderExplanation(response) {
+  if (response.parameters && response.parameters.methods) { renderComparison(response); return; }
+  $("comparison").hidden = true;
   const outputs = response.outputs || [];
   const params = response.parameters || {};
   const figures = [];
@@ -410,19 +512,7 @@ function renderExplanation(response) {
     if (isPng(value)) figures.push(figure(value, prettyName(key), false));
     else if (SCORE_RE.test(key) && typeof value === "number") scores.push([key, value]);
   }
-  const scoreBox = $("scores");
-  scoreBox.replaceChildren(...scores.map(([key, value]) => {
-    const div = document.createElement("div");
-    div.className = "score";
-    div.dataset.score = key;
-    const note = Object.entries(SCORE_NOTES).find(([k]) => key.includes(k));
-    div.innerHTML = '<div class="k"></div><div class="v"></div><div class="why"></div>';
-    div.querySelector(".k").textContent = prettyName(key);
-    const v = Number(value);
-    div.querySelector(".v").textContent = v !== 0 && Math.abs(v) < 0.001 ? v.toExponential(2) : v.toFixed(3);
-    div.querySelector(".why").textContent = note ? note[1] : "";
-    return div;
-  }));
+  $("scores").replaceChildren(...scoreCards(scores));
   renderTokens(tokens, tokenScores);
   $("figures").replaceChildren(...figures);
   const used = Object.fromEntries(Object.entries(params).filter(([, v]) => !isPng(v)));
@@ -450,6 +540,12 @@ function renderTokens(tokens, scores) {
   const box = $("tokens");
   $("token-legend").hidden = true;
   if (!tokens || !scores || state.input.kind !== "text") { box.hidden = true; return; }
+  box.replaceChildren(...tokenSpans(tokens, scores));
+  box.hidden = false;
+  $("token-legend").hidden = false;
+}
+
+function tokenSpans(tokens, scores) {
   const n = Math.min(tokens.length, scores.length);
   const max = Math.max(1e-9, ...scores.slice(0, n).map(Math.abs));
   const spans = [];
@@ -463,9 +559,7 @@ function renderTokens(tokens, scores) {
     span.style.background = a >= 0 ? `rgba(18, 183, 106, ${Math.abs(a) * 0.75})` : `rgba(240, 68, 56, ${Math.abs(a) * 0.75})`;
     spans.push(span);
   }
-  box.replaceChildren(...spans);
-  box.hidden = false;
-  $("token-legend").hidden = false;
+  return spans;
 }
 
 // ---------- training report ----------
@@ -507,6 +601,7 @@ async function loadServer() {
 setupImageInput();
 setupTextInput();
 $("method").addEventListener("change", renderParams);
+$("compare-mode").addEventListener("change", renderParams);
 $("add-model").addEventListener("submit", (e) => {
   e.preventDefault();
   const name = $("add-model-name").value.trim();

@@ -1,9 +1,11 @@
 // Explanation methods the page offers, built from what the server answers for the model:
 // GET /v2/models/{m}/versions/{v}/explain lists each method the model can run with its
-// parameters as JSON Schema (type, minimum/maximum, default, description). The bounds live in
-// one place, the explain library's parameter models; the server validates every value.
+// parameters as JSON Schema (type, minimum/maximum, default, description), its outputs and
+// scores. The bounds live in one place, the explain library's parameter models (lowered by
+// the server's explain_parameter_max); the server validates every value.
 
-const RENDER_SHOWN = ["colormap", "alpha"]; // of the common render parameters, the two the page offers
+// Of the parameters every method takes (scores, rendering), the ones the page offers, once.
+const COMMON_SHOWN = ["deletion_steps", "insertion_steps", "road_steps", "aopc", "colormap", "alpha"];
 
 const words = (name) => name.replaceAll("_", " ");
 
@@ -36,18 +38,23 @@ const fields = (schema, only) =>
     .filter(([name]) => !only || only.includes(name))
     .map(([name, s]) => field(name, s));
 
-// The page's methods for one model: [{name, label, note, params}], default method first.
+// The page's methods for one model: {methods: [{name, label, note, scores, params}] (default
+// method first; params: the method's own), common: the shared parameters shown, reason}.
 export async function loadMethods(modelPath) {
   const response = await fetch(`${modelPath}/explain`);
-  if (!response.ok) return [];
+  if (!response.ok) return { methods: [], common: [], reason: `discovery answered ${response.status}` };
   const answer = await response.json();
-  const render = answer.task.startsWith("image") ? fields(answer.common.render, RENDER_SHOWN) : [];
+  const names = answer.methods.map((m) => Object.keys(m.parameters.properties || {}));
+  const shared = names.length > 1 ? names.reduce((a, b) => a.filter((n) => b.includes(n))) : [];
+  const first = answer.methods[0];
+  const common = first ? fields(first.parameters, COMMON_SHOWN.filter((n) => shared.includes(n))) : [];
   const methods = answer.methods.map((m) => ({
     name: m.name,
     label: words(m.name),
     note: m.description,
-    params: [...fields(m.parameters), ...render],
+    scores: m.scores || [],
+    params: fields(m.parameters).filter((p) => !shared.includes(p.name)),
   }));
   methods.sort((a, b) => (b.name === answer.default_method) - (a.name === answer.default_method));
-  return methods;
+  return { methods, common, reason: answer.reason || "" };
 }

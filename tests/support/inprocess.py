@@ -82,6 +82,9 @@ class BlockingEngine:
     def warm(self, model: ServedModel) -> None:
         pass
 
+    def methods(self, model: ServedModel) -> dict[str, Any]:
+        return {"name": model.name, "version": model.version, "methods": [], "reason": "a test engine"}
+
     def explain(self, model: ServedModel, request: InferenceRequest, parsed: ParsedRequest) -> InferenceResponse:
         with self._lock:
             self.started += 1
