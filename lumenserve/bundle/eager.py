@@ -30,7 +30,12 @@ def build_eager_model(bundle: Bundle) -> torch.nn.Module:
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
         config = AutoConfig.from_pretrained(bundle.subdir(arch.config_dir))
-        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+        if arch.head == "image-classification":
+            from lumenserve.bundle.hf_image import from_config
+
+            model = from_config(config)  # pixel_values -> logits
+        else:
+            model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
     else:  # pragma: no cover - the schema admits only the two families
         raise BundleError(f"unknown architecture family in {bundle.root}")
     state = load_file(str(bundle.path("safetensors")))

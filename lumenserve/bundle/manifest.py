@@ -23,7 +23,8 @@ Datatype = Literal[
 ]  # fmt: skip
 Task = Literal["image-classification", "text-classification"]
 # Kinds of artifact a bundle may hold. Pickle formats are deliberately absent.
-ArtifactKind = Literal["onnx", "onnx_data", "torchscript", "safetensors", "tokenizer", "config", "report"]
+# "adapter": LoRA adapter weights kept for reuse (the served model has them merged in).
+ArtifactKind = Literal["onnx", "onnx_data", "torchscript", "safetensors", "tokenizer", "config", "report", "adapter"]
 LOADABLE_KINDS = ("onnx", "torchscript", "safetensors")
 
 
@@ -57,12 +58,17 @@ class TorchvisionArchitecture(_Strict):
 
 
 class TransformersArchitecture(_Strict):
-    """Rebuilt with ``AutoModelForSequenceClassification.from_config`` from ``config_dir``."""
+    """Rebuilt from ``config_dir`` with ``AutoModelForSequenceClassification.from_config`` (head
+    ``sequence-classification``) or ``AutoModelForImageClassification.from_config`` wrapped in
+    ``lumenserve.bundle.hf_image.HFImageClassifier`` (head ``image-classification``)."""
 
     family: Literal["transformers"] = "transformers"
     config_dir: str
     num_labels: int = Field(ge=2)
     model_type: str = "bert"
+    head: Literal["sequence-classification", "image-classification"] = "sequence-classification"
+    gradcam_layer: str | None = None
+    """Image heads: dotted module path of the default Grad-CAM layer in the wrapped model."""
 
 
 Architecture = Annotated[TorchvisionArchitecture | TransformersArchitecture, Field(discriminator="family")]
@@ -146,6 +152,8 @@ class Manifest(_Strict):
         if n != len(self.labels):
             raise ValueError(f"architecture has {n} classes but {len(self.labels)} labels are listed")
         image_task = self.task == "image-classification"
+        if isinstance(arch, TransformersArchitecture) and image_task != (arch.head == "image-classification"):
+            raise ValueError(f"architecture head {arch.head!r} does not fit task {self.task!r}")
         if image_task != isinstance(self.preprocessing, ImagePreprocessing):
             raise ValueError(f"preprocessing kind {self.preprocessing.kind!r} does not fit task {self.task!r}")
         paths = [a.path for a in self.artifacts]
