@@ -375,7 +375,7 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     if hf is not None:
         if not getattr(hf, "supports_gradient_checkpointing", False):
             raise ModelError(f"train.gradient_checkpointing: {type(hf).__name__} does not support it")
-        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # type: ignore[operator]
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})  # type: ignore[operator]
         return
     for block in _blocks(model):
         plain = block.forward
