@@ -77,8 +77,15 @@ def write_tiny_image_model(folder: Path, kind: str) -> Path:
     model: Any
     if kind == "vit":
         model = ViTForImageClassification(
-            ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=64, num_labels=5)  # fmt: skip
+            ViTConfig(
+                image_size=32,
+                patch_size=8,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=64,
+                num_labels=5,
+            )
         )
     else:
         model = ConvNextForImageClassification(
@@ -138,8 +145,9 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Bundle]:
     # text: the user-checkpoint recipe through the real CLI, the folder given with --set
     bert = write_tiny_bert(tmp / "tiny-bert")
     run = tmp / "run-text"
-    _lumenserve("train", "configs/sentiment-checkpoint.yaml", "--smoke", "--set", f"model.path={bert}",
-                "--set", "export.name=own-bert", "--out", str(run), "--export-to", str(repo), "--no-progress")  # fmt: skip
+    sets = ["--set", f"model.path={bert}", "--set", "export.name=own-bert"]
+    _lumenserve("train", "configs/sentiment-checkpoint.yaml", "--smoke", *sets, "--out", str(run),
+                "--export-to", str(repo), "--no-progress")  # fmt: skip
     out["own-bert"] = load_bundle(repo / "own-bert" / "1")
     for kind in ("vit", "convnext"):
         folder = write_tiny_image_model(tmp / f"tiny-{kind}", kind)
