@@ -8,6 +8,12 @@
 #   2. on the GPU machine (device tool, carry [".whl"]):   bench/gpu_check.sh run [REPO]
 #      REPO defaults to model_repository/ when it holds bundles, else a MobileNetV2 224 px
 #      bundle (random weights) is exported there first.
+#   3. training on CUDA:   bench/gpu_check.sh train
+#      bf16 autocast (precision auto and bf16), gradient checkpointing, an effective batch
+#      size and the CUDA peak-memory figure with the real Trainer on a small torchvision
+#      model and random data; LoRA on a tiny BERT when transformers + peft are importable;
+#      then NCCL DDP under torchrun on every visible GPU (weights identical on all ranks).
+#      Prints one line per case and fails on the first that does not hold. ~2-4 minutes.
 #
 # Environment: DEVICE (default cuda; cpu works for a dry run), DURATION seconds per point
 # (default 8), CONCURRENCY (default "1 16 64"), PYTHON (default python3).
@@ -35,6 +41,84 @@ if [[ "$MODE" == "fetch" ]]; then
       || echo "WARNING: no wheel for $spec (pin another version that exists for cp312)"
   done
   du -sh .whl
+  exit 0
+fi
+
+if [[ "$MODE" == "train" ]]; then
+  export PYTHONPATH="$PWD" OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1 ORT_DISABLE_TELEMETRY=1
+  command -v nvidia-smi >/dev/null && nvidia-smi -L || echo "(no nvidia-smi)"
+  CHECK="$(mktemp -d)/train_check.py"
+  cat > "$CHECK" <<'PYEOF'
+"""One Trainer run per case on CUDA; under torchrun: the NCCL DDP case."""
+import os, sys
+import torch, torchvision
+from torch.utils.data import TensorDataset
+from training.config import TrainConfig
+from training.distributed import setup_distributed
+from training.models import BuiltModel, enable_gradient_checkpointing
+from training.trainer import Trainer
+
+info = setup_distributed()
+assert info.device.type == "cuda", f"no CUDA device ({info.device})"
+g = torch.Generator().manual_seed(0)
+data = TensorDataset(torch.randn(512, 3, 96, 96, generator=g), torch.randint(0, 10, (512,), generator=g))
+
+
+def run(label, checkpointing=False, **train):
+    torch.manual_seed(0)
+    model = torchvision.models.get_model("mobilenet_v3_large", weights=None, num_classes=10)
+    if checkpointing:
+        enable_gradient_checkpointing(BuiltModel(model, []).model)
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=1e-3, **train)
+    result = Trainer(model, data, cfg, dist_info=info, progress=False).fit()
+    if info.is_main:
+        print(f"{label:<34} {result.precision:<5} {result.samples_per_second:8.1f} samples/s "
+              f"peak {result.peak_memory_mb:7.1f} MiB ({result.peak_memory_source}) "
+              f"eff. batch {result.effective_batch_size}")
+    assert result.peak_memory_source == "cuda_max_allocated" and result.peak_memory_mb > 0
+    return model, result
+
+
+if info.enabled:
+    model, _ = run(f"ddp nccl x{info.world_size}", precision="bf16")
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(info.world_size)]
+    torch.distributed.all_gather(gathered, flat)
+    assert torch.distributed.get_backend() == "nccl"
+    assert all(torch.equal(gathered[0], t) for t in gathered), "ranks disagree"
+    sys.exit(0)
+_, fp32 = run("fp32", precision="fp32")
+_, auto = run("auto (bf16 on CUDA)")
+_, bf16 = run("bf16", precision="bf16")
+_, ckpt = run("bf16 + gradient checkpointing", checkpointing=True, precision="bf16")
+_, accum = run("bf16 + effective batch 128", precision="bf16", effective_batch_size=128)
+assert auto.precision == bf16.precision == "bf16" and fp32.precision == "fp32"
+assert accum.accumulation_steps == 4
+assert ckpt.peak_memory_mb < bf16.peak_memory_mb, "gradient checkpointing did not lower the CUDA peak"
+try:
+    import peft  # noqa: F401
+    from transformers import BertConfig, BertForSequenceClassification
+except ImportError:
+    print("lora: transformers/peft not importable here, skipped")
+else:
+    from training.config import LoraSettings
+    from training.models import apply_lora
+    bert = BertForSequenceClassification(BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2,
+                                                    num_attention_heads=2, intermediate_size=128, num_labels=2))
+    built = BuiltModel(bert, ["classifier.weight", "classifier.bias"])
+    counts = apply_lora(built, LoraSettings(r=4))
+    ids = torch.randint(0, 1000, (256, 32), generator=g)
+    texts = [{"input_ids": i, "attention_mask": torch.ones_like(i), "labels": torch.tensor(int(i[0]) % 2)} for i in ids]
+    collate = lambda rows: {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+    result = Trainer(built.model, texts, TrainConfig(epochs=1, batch_size=32, precision="bf16"), collate_fn=collate,
+                     head_params=built.head_params, dist_info=info, progress=False).fit()
+    print(f"lora r=4 bf16: {counts['trainable']}/{counts['total']} trainable, "
+          f"{result.samples_per_second:.1f} samples/s, peak {result.peak_memory_mb:.1f} MiB")
+PYEOF
+  "$PY" "$CHECK"
+  GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+  "$PY" -m torch.distributed.run --standalone --nproc_per_node "$GPUS" "$CHECK"
+  echo "== training check passed"
   exit 0
 fi
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.test_serving_support import ServerProcess
+from tests.support.server import ServerProcess
 
 
 def states_after_one_call(server: ServerProcess, watch_s: float) -> list[grpc.ChannelConnectivity]:

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from lumenserve.bundle import BundleError, list_models, load_bundle, model_folder, single_model_name
-from tests.test_serving_support import ServerProcess
+from tests.support.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 KSERVE = ROOT / "k8s" / "kserve"

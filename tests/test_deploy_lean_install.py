@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.test_serving_support import READY
+from tests.support.server import READY
 
 ROOT = Path(__file__).resolve().parents[1]
 # Installed only by the train, torchserve, demo or dev extras (or scripts/setup.sh). Not jinja2:

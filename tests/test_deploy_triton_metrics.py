@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.test_deploy_monitoring import METRIC, base_metric, contract_metrics, promtool
-from tests.test_serving_support import ServerProcess
+from tests.support.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "monitoring"

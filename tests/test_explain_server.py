@@ -392,7 +392,7 @@ def bench_compare(url: str) -> dict[str, Any]:
         lumen.close()
 
 
-def test_bench_compare_section_runs(server: ServerProcess, worker: ProcessPoolExecutor) -> None:
+def test_bench_compare_section_runs(server: ServerProcess, worker: ThreadPoolExecutor) -> None:
     from bench.explain_bench import COMPARE_METHODS
     from bench.report import _explain_table
 

@@ -20,9 +20,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from training.export import ExportParityError
     from training.export_run import ExportError
     from training.models import ModelError
-    from training.trainer import ResumeError
+    from training.trainer import ResumeError, TrainSetupError
 
-    return (*_USER_ERRORS, ConfigError, DataError, ModelError, ExportError, ExportParityError, ResumeError)
+    return (
+        *_USER_ERRORS, ConfigError, DataError, ModelError, ExportError, ExportParityError, ResumeError,
+        TrainSetupError,
+    )  # fmt: skip
 
 
 def _describe(bundle: object) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -55,12 +55,30 @@ class DataConfig(_Strict):
     seed: int = 0
 
 
+class LoraSettings(_Strict):
+    """LoRA adapters (the ``peft`` library) on the named linear layers; the base model stays frozen."""
+
+    r: int = Field(default=8, ge=1, le=1024)
+    alpha: float = Field(default=16.0, gt=0)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
+    """Module names (or name suffixes) that get adapters, e.g. query/value for BERT-style encoders."""
+    keep_adapter: bool = True
+    """Also put the adapter weights into the bundle (``adapter/``) besides the merged model."""
+
+
 class ModelConfig(_Strict):
     family: Literal["torchvision", "transformers"]
-    name: str
-    """torchvision model name (``get_model``), or a local transformers checkpoint folder or ``asset:minilm``."""
+    name: str | None = None
+    """torchvision model name (``get_model``); for transformers: ``asset:minilm`` or a checkpoint folder."""
+    path: str | None = None
+    """A Hugging Face checkpoint folder (``save_pretrained`` output: config.json + weights); transformers only."""
     weights: str | None = "DEFAULT"
     """torchvision weights enum member (e.g. IMAGENET1K_V1); None: random init."""
+    weights_file: str | None = None
+    """torchvision only: a state dict of ``name`` (.safetensors, or a torch.save file read with
+    weights_only=True); replaces ``weights``. Head keys whose shape differs are dropped."""
+    lora: LoraSettings | None = None
     freeze: Literal["head", "last_blocks", "none"] = "none"
     """head: train only the new head; last_blocks: head + the last ``unfrozen_blocks`` blocks; none: everything."""
     unfrozen_blocks: int = Field(default=2, ge=0)
@@ -70,6 +88,25 @@ class ModelConfig(_Strict):
     """Tokenizer truncation length for text."""
     augment: bool = True
 
+    @model_validator(mode="after")
+    def _source(self) -> ModelConfig:
+        if self.family == "torchvision":
+            if not self.name:
+                raise ValueError("model.name: a torchvision architecture name is required")
+            if self.path is not None:
+                raise ValueError("model.path: only for transformers checkpoints (use model.weights_file)")
+        else:
+            if self.weights_file is not None:
+                raise ValueError("model.weights_file: only for torchvision architectures (use model.path)")
+            if not (self.path or self.name):
+                raise ValueError("model.path: give the checkpoint folder (--set model.path=DIR)")
+        return self
+
+    @property
+    def checkpoint(self) -> str:
+        """The transformers checkpoint: ``path`` when given, else ``name``."""
+        return str(self.path or self.name)
+
 
 class TrainConfig(_Strict):
     epochs: int = Field(default=3, ge=1)
@@ -78,6 +115,9 @@ class TrainConfig(_Strict):
     batch_size: int = Field(default=32, ge=1)
     eval_batch_size: int = Field(default=128, ge=1)
     grad_accum_steps: int = Field(default=1, ge=1)
+    effective_batch_size: int | None = Field(default=None, ge=1)
+    """Samples per optimizer step over all processes; sets the gradient accumulation steps
+    (a multiple of batch_size x processes; replaces ``grad_accum_steps``)."""
     lr: float = Field(default=1e-3, gt=0)
     head_lr: float | None = None
     """Learning rate of the new head (default: ``lr``)."""
@@ -94,7 +134,11 @@ class TrainConfig(_Strict):
     evals_per_epoch: int = Field(default=1, ge=1)
     seed: int = 0
     mixed_precision: bool = True
-    """bf16 autocast on CUDA (ignored on CPU)."""
+    """bf16 autocast on CUDA when ``precision`` is auto."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto: bf16 autocast on CUDA (per ``mixed_precision``), fp32 on CPU; bf16: autocast on CPU too."""
+    gradient_checkpointing: bool = False
+    """Recompute block activations in the backward pass (less memory, more compute)."""
     num_workers: int = Field(default=0, ge=0)
     threads: int | None = None
     """torch CPU threads (None: torch's default)."""
@@ -119,9 +163,8 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _family_fits_task(self) -> Recipe:
-        wants = "torchvision" if self.task == "image-classification" else "transformers"
-        if self.model.family != wants:
-            raise ValueError(f"task {self.task} needs a {wants} model, got {self.model.family}")
+        if self.task == "text-classification" and self.model.family != "transformers":
+            raise ValueError(f"model.family: task {self.task} needs a transformers model, got {self.model.family}")
         return self
 
 
@@ -131,6 +174,31 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} is not of the form key=value")
     return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``annotation`` (``X``, ``X | None``), or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for a in get_args(annotation) if (m := _submodel(a)) is not None), None)
+
+
+def check_override_key(dotted: str) -> None:
+    """Raise ConfigError unless ``dotted`` names a recipe field (keys below a free mapping pass)."""
+    model: type[BaseModel] | None = Recipe
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+        if model is None:
+            return  # below a mapping field (label_names, smoke): free keys
+        fields = model.model_fields
+        if part not in fields:
+            known = ", ".join(fields)
+            where = ".".join(parts[:depth]) or "the recipe"
+            raise ConfigError(f"unknown key {dotted!r} in --set ({where} has: {known})")
+        annotation = fields[part].annotation
+        model = _submodel(annotation)
+        if model is None and depth < len(parts) - 1 and get_origin(annotation) is not dict:
+            raise ConfigError(f"unknown key {dotted!r} in --set: {'.'.join(parts[: depth + 1])} is not a mapping")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +231,10 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
         raise ConfigError(f"{path}: a recipe must be a YAML mapping")
     if smoke:
         raw = apply_overrides(raw, dict(raw.get("smoke") or {}))
-    raw = apply_overrides(raw, dict(parse_override(o) for o in overrides))
+    parsed = dict(parse_override(o) for o in overrides)
+    for key in parsed:
+        check_override_key(key)
+    raw = apply_overrides(raw, parsed)
     return validate_recipe(raw, source=str(path))
 
 
@@ -171,8 +242,17 @@ def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'recipe'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise ConfigError(f"{source}: invalid recipe: {problems}") from exc
+
+
+def _problem(error: Any) -> str:
+    """One validation error as ``field: message`` (a validator's message already names its field)."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    where = ".".join(map(str, error["loc"]))
+    if not where or message.startswith(f"{where}."):
+        return message
+    return f"{where}: {message}"
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -158,8 +158,10 @@ def export_image_model(
     tolerance: float = DEFAULT_TOLERANCE,
     extra_files: Sequence[tuple[Path, str, ArtifactKind]] = (),
     imported: dict[str, Any] | None = None,
+    hf_config: Any = None,
 ) -> Bundle:
-    """Write ``REPO/NAME/N`` for a torchvision classifier (``get_model(arch_name, num_classes=...)``).
+    """Write ``REPO/NAME/N`` for a torchvision classifier (``get_model(arch_name, num_classes=...)``),
+    or, with ``hf_config``, a transformers image classifier wrapped in ``HFImageClassifier``.
 
     ``sample_inputs``: held-out preprocessed images (batch, C, H, W) for the parity check;
     random inputs of the right shape when None.
@@ -188,15 +190,27 @@ def export_image_model(
             ("model.safetensors", "safetensors"),
             ("labels.json", "config"),
         ]
+        architecture: dict[str, Any] = {
+            "family": "torchvision",
+            "name": arch_name,
+            "num_classes": len(labels),
+            "gradcam_layer": gradcam_layer,
+        }
+        if hf_config is not None:
+            hf_config.save_pretrained(staging / "hf_config")
+            artifacts += tree_artifacts(staging, "hf_config", "config")
+            architecture = {
+                "family": "transformers",
+                "config_dir": "hf_config",
+                "num_labels": len(labels),
+                "model_type": str(getattr(hf_config, "model_type", arch_name)),
+                "head": "image-classification",
+                "gradcam_layer": gradcam_layer,
+            }
         fields = {
             "name": name,
             "task": "image-classification",
-            "architecture": {
-                "family": "torchvision",
-                "name": arch_name,
-                "num_classes": len(labels),
-                "gradcam_layer": gradcam_layer,
-            },
+            "architecture": architecture,
             "labels": labels,
             "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, c, size, size]}],
             "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, len(labels)]}],

@@ -19,7 +19,7 @@ from lumenserve.bundle import Bundle, ImagePreprocessing
 from lumenserve.bundle.manifest import ArtifactKind
 from training.config import validate_recipe
 from training.export import export_image_model, export_text_model
-from training.pipeline import PARITY_IMAGES, PARITY_TEXTS, SUMMARY
+from training.pipeline import ADAPTER_DIR, PARITY_IMAGES, PARITY_TEXTS, SUMMARY
 from training.report.plots import PLOT_FILES
 
 REPORT_FILES = ("report.html", *PLOT_FILES)
@@ -44,8 +44,17 @@ def _need(run_dir: Path, name: str) -> Path:
     return path
 
 
-def _report_files(run_dir: Path) -> list[tuple[Path, str, ArtifactKind]]:
-    return [(run_dir / f, f"report/{f}", "report") for f in REPORT_FILES if (run_dir / f).exists()]
+def _extra_files(run_dir: Path, keep_adapter: bool) -> list[tuple[Path, str, ArtifactKind]]:
+    """The report and its plots; with ``keep_adapter``, the LoRA adapter folder (reuse, not served)."""
+    files: list[tuple[Path, str, ArtifactKind]] = [
+        (run_dir / f, f"report/{f}", "report") for f in REPORT_FILES if (run_dir / f).exists()
+    ]
+    adapter = run_dir / ADAPTER_DIR
+    if keep_adapter and adapter.is_dir():
+        files += [
+            (p, f"{ADAPTER_DIR}/{p.relative_to(adapter)}", "adapter") for p in sorted(adapter.rglob("*")) if p.is_file()
+        ]
+    return files
 
 
 def training_summary(summary: dict[str, Any]) -> dict[str, Any]:
@@ -67,18 +76,36 @@ def export_run(run_dir: str | Path, repository: str | Path, name: str | None = N
     weights = _need(run_dir, "best.safetensors")
     bundle_name = name or recipe.export.name or recipe.name
     training = training_summary(summary)
+    lora = recipe.model.lora
+    extra = _extra_files(run_dir, lora is not None and lora.keep_adapter)
+    if recipe.task == "image-classification" and recipe.model.family == "transformers":
+        from transformers import AutoConfig
+
+        from lumenserve.bundle.hf_image import default_gradcam_layer as hf_gradcam_layer
+        from lumenserve.bundle.hf_image import from_config
+
+        hf_config = AutoConfig.from_pretrained(_need(run_dir, "hf_config"))
+        hf_model = from_config(hf_config)
+        load_model(hf_model, str(weights))
+        return export_image_model(
+            hf_model, arch_name=str(hf_config.model_type), labels=labels,
+            preprocessing=ImagePreprocessing.model_validate(summary["model"]["preprocessing"]), repo=repository,
+            name=bundle_name, training=training, sample_inputs=load_file(str(_need(run_dir, PARITY_IMAGES)))["input"],
+            gradcam_layer=recipe.export.gradcam_layer or hf_gradcam_layer(hf_model),
+            tolerance=recipe.export.tolerance, extra_files=extra, hf_config=hf_config,
+        )  # fmt: skip
     if recipe.task == "image-classification":
         import torchvision
 
-        model = torchvision.models.get_model(recipe.model.name, weights=None, num_classes=len(labels))
+        model = torchvision.models.get_model(str(recipe.model.name), weights=None, num_classes=len(labels))
         load_model(model, str(weights))
         pre = ImagePreprocessing.model_validate(summary["model"]["preprocessing"])
         sample = load_file(str(_need(run_dir, PARITY_IMAGES)))["input"]  # (4, C, H, W)
         return export_image_model(
-            model, arch_name=recipe.model.name, labels=labels, preprocessing=pre, repo=repository,
+            model, arch_name=str(recipe.model.name), labels=labels, preprocessing=pre, repo=repository,
             name=bundle_name, training=training, sample_inputs=sample,
             gradcam_layer=recipe.export.gradcam_layer or default_gradcam_layer(model),
-            tolerance=recipe.export.tolerance, extra_files=_report_files(run_dir),
+            tolerance=recipe.export.tolerance, extra_files=extra,
         )  # fmt: skip
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -90,7 +117,7 @@ def export_run(run_dir: str | Path, repository: str | Path, name: str | None = N
     return export_text_model(
         text_model, tokenizer, labels=labels, max_length=recipe.model.max_length, repo=repository,
         name=bundle_name, training=training, sample_texts=texts, tolerance=recipe.export.tolerance,
-        extra_files=_report_files(run_dir),
+        extra_files=extra,
     )  # fmt: skip
 
 

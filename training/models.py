@@ -2,20 +2,23 @@
 
 Image models are built exactly as ``lumenserve.bundle.eager.build_eager_model`` rebuilds
 them (``torchvision.models.get_model(name, weights=None, num_classes=n)``) and then take the
-pretrained state dict from the weights enum minus the classifier-head keys. Text models
-come from a local transformers checkpoint with eager attention (attentions export to ONNX).
+pretrained state dict from the weights enum (or ``model.weights_file``) minus the
+classifier-head keys. Transformers models come from a local checkpoint folder: sequence
+classifiers with eager attention (attentions export to ONNX), image classifiers (ViT,
+ConvNeXt, ResNet, ...) wrapped as ``pixel_values -> logits``; the head is resized to the
+data's labels. LoRA adapters (``peft``) and gradient checkpointing are applied here too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from lumenserve.bundle import ImagePreprocessing
-from training.config import ModelConfig
+from training.config import LoraSettings, ModelConfig
 
 PRETRAINED_ALIASES = {"asset:minilm": "minilm"}
 
@@ -33,6 +36,8 @@ class BuiltModel:
     tokenizer: Any = None
     categories: list[str] | None = None
     """The pretrained weights' own class names (ImageNet categories for torchvision)."""
+    hf_config: Any = None
+    """The transformers config (with the new labels) for export; None for torchvision."""
 
 
 def weights_enum(name: str, weights: str | None) -> Any:
@@ -71,7 +76,9 @@ def build_image_model(cfg: ModelConfig, num_classes: int) -> BuiltModel:
         model = torchvision.models.get_model(cfg.name, weights=None, num_classes=num_classes)
     except ValueError as exc:
         raise ModelError(f"unknown torchvision model {cfg.name!r}") from exc
-    weights = weights_enum(cfg.name, cfg.weights)
+    if cfg.weights_file is not None:
+        return _load_weights_file(model, cfg)
+    weights = weights_enum(str(cfg.name), cfg.weights)
     own = model.state_dict()
     last_linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
     head = [k for k in own if k.startswith(last_linear + ".")]
@@ -100,33 +107,168 @@ def build_image_model(cfg: ModelConfig, num_classes: int) -> BuiltModel:
     return BuiltModel(model, head, preprocessing=pre, categories=categories)
 
 
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from safetensors, or from a torch.save file with weights_only=True (no pickled code)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # a training checkpoint {"state_dict": ..., ...}
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError("not a state dict of tensors")
+    return state
+
+
+def _load_weights_file(model: torch.nn.Module, cfg: ModelConfig) -> BuiltModel:
+    """Load ``model.weights_file`` into the torchvision ``model``; head keys of another shape are dropped."""
+    path = Path(str(cfg.weights_file))
+    try:
+        state = _read_state_dict(path)
+    except Exception as exc:  # safetensors/torch raise many types for a bad file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"model.weights_file: cannot read {path} as a state dict: {reason}") from exc
+    own = model.state_dict()
+    head = [k for k, v in own.items() if k in state and state[k].shape != v.shape]
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
+    if set(missing) != set(head) or unexpected:
+        raise ModelError(
+            f"model.weights_file: {path} does not fit torchvision {cfg.name} "
+            f"(missing {sorted(set(missing) - set(head))[:4]}, unexpected {unexpected[:4]})"
+        )
+    if not head:  # same class count: the checkpoint's head is kept and trained on
+        last_linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+        head = [k for k in own if k.startswith(last_linear + ".")]
+    return BuiltModel(model, head, preprocessing=image_preprocessing(None, cfg.image_size))
+
+
 def resolve_checkpoint(name: str) -> Path:
     if name in PRETRAINED_ALIASES:
         from lumenserve.assets import minilm_dir
 
         return minilm_dir()
-    path = Path(name)
+    return Path(name)
+
+
+def check_model_source(cfg: ModelConfig) -> None:
+    """Fail fast (before data is read) on a checkpoint folder or weights file that cannot be used."""
+    if cfg.family == "torchvision":
+        if cfg.weights_file is not None and not Path(cfg.weights_file).is_file():
+            raise ModelError(f"model.weights_file: {cfg.weights_file} is not a file")
+        return
+    if cfg.checkpoint in PRETRAINED_ALIASES:
+        return
+    field = "model.path" if cfg.path else "model.name"
+    path = Path(cfg.checkpoint)
     if not path.is_dir():
-        raise ModelError(f"transformers checkpoint folder {path} does not exist (or use asset:minilm)")
-    return path
+        raise ModelError(f"{field}: checkpoint folder {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{field}: {path} has no config.json (not a save_pretrained folder)")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise ModelError(f"{field}: {path} has no weights ({' or '.join(WEIGHT_FILES[::2])})")
+
+
+def _from_pretrained(auto: Any, cfg: ModelConfig, labels: list[str], **kwargs: Any) -> Any:
+    """``auto.from_pretrained`` with the head sized from ``labels``; errors name the recipe field."""
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_checkpoint(cfg.checkpoint)
+    field = "model.path" if cfg.path else "model.name"
+    hf_logging.set_verbosity_error()
+    try:
+        return auto.from_pretrained(
+            path,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={n: i for i, n in enumerate(labels)},
+            ignore_mismatched_sizes=True,
+            **kwargs,
+        )
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):
+            kind = "sequence" if "Sequence" in auto.__name__ else "image"
+            raise ModelError(
+                f"{field}: {path} holds a checkpoint type transformers has no {kind}-classification head for"
+            ) from exc
+        raise ModelError(f"{field}: cannot load {path}: {str(exc).splitlines()[0]}") from exc
+    except (OSError, RuntimeError) as exc:
+        raise ModelError(f"{field}: cannot load {path}: {str(exc).splitlines()[0]}") from exc
 
 
 def build_text_model(cfg: ModelConfig, labels: list[str]) -> BuiltModel:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    path = resolve_checkpoint(cfg.name)
-    hf_logging.set_verbosity_error()
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={n: i for i, n in enumerate(labels)},
-        attn_implementation="eager",
-    )
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    check_model_source(cfg)
+    model = _from_pretrained(AutoModelForSequenceClassification, cfg, labels, attn_implementation="eager")
+    path = resolve_checkpoint(cfg.checkpoint)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        field = "model.path" if cfg.path else "model.name"
+        raise ModelError(f"{field}: {path} has no usable tokenizer: {str(exc).splitlines()[0]}") from exc
     head = [n for n, _ in model.named_parameters() if n.startswith(("classifier", "score"))]
-    return BuiltModel(model, head, tokenizer=tokenizer)
+    return BuiltModel(model, head, tokenizer=tokenizer, hf_config=model.config)
+
+
+def _hf_image_preprocessing(path: Path, config: Any, image_size: int | None) -> ImagePreprocessing:
+    """From the folder's preprocessor_config.json when present, else the config's image_size and ImageNet statistics."""
+    import json
+
+    proc: dict[str, Any] = {}
+    if (path / "preprocessor_config.json").is_file():
+        proc = json.loads((path / "preprocessor_config.json").read_text())
+    size = proc.get("size") or {}
+    crop = size.get("height") or size.get("shortest_edge") or getattr(config, "image_size", None) or 224
+    crop_pct = proc.get("crop_pct")
+    resize = round(crop / crop_pct) if crop_pct else (crop if "height" in size else round(crop * 256 / 224))
+    resample: dict[int, Literal["bilinear", "bicubic", "nearest"]] = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+    interp = resample.get(int(proc.get("resample", 2)), "bilinear")
+    mean = list(proc.get("image_mean") or [0.485, 0.456, 0.406])
+    std = list(proc.get("image_std") or [0.229, 0.224, 0.225])
+    if image_size is not None:
+        resize, crop = round(image_size * resize / crop), image_size
+    return ImagePreprocessing(resize_size=resize, crop_size=crop, mean=mean, std=std, interpolation=interp)
+
+
+def build_hf_image_model(cfg: ModelConfig, labels: list[str]) -> BuiltModel:
+    """A transformers image classifier (ViT, ConvNeXt, ResNet, ...) from a checkpoint folder."""
+    from transformers import AutoModelForImageClassification
+
+    from lumenserve.bundle.hf_image import HFImageClassifier
+
+    check_model_source(cfg)
+    inner = _from_pretrained(AutoModelForImageClassification, cfg, labels)
+    path = resolve_checkpoint(cfg.checkpoint)
+    pre = _hf_image_preprocessing(path, inner.config, cfg.image_size)
+    model = HFImageClassifier(inner)
+    field = "model.image_size" if cfg.image_size else "model.path"
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, pre.channels, pre.crop_size, pre.crop_size))  # (1, C, H, W)
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(
+            f"{field}: the checkpoint does not take {pre.crop_size}px images: {str(exc).splitlines()[0]}"
+        ) from exc
+    head = [n for n, _ in model.named_parameters() if n.startswith("model.classifier")]
+    return BuiltModel(model.train(), head, preprocessing=pre, hf_config=inner.config)
+
+
+def build_model(task: str, cfg: ModelConfig, labels: list[str]) -> BuiltModel:
+    """The model for ``task`` per ``cfg`` with a head for ``labels``."""
+    if task == "text-classification":
+        return build_text_model(cfg, labels)
+    if cfg.family == "transformers":
+        return build_hf_image_model(cfg, labels)
+    return build_image_model(cfg, len(labels))
 
 
 def _blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -137,9 +279,10 @@ def _blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
     if all(hasattr(model, f"layer{i}") for i in range(1, 5)):
         return [getattr(model, f"layer{i}") for i in range(1, 5)]
     for module in model.modules():
-        layers = getattr(module, "layer", None) or getattr(module, "layers", None)
-        if isinstance(layers, torch.nn.ModuleList):
-            return list(layers)
+        for attr in ("layer", "layers", "stages"):
+            layers = getattr(module, attr, None)
+            if isinstance(layers, torch.nn.ModuleList):
+                return list(layers)
     raise ModelError(f"{type(model).__name__}: cannot find its blocks for last_blocks freezing")
 
 
@@ -161,16 +304,96 @@ def apply_freezing(built: BuiltModel, strategy: str, unfrozen_blocks: int) -> di
             for block in _blocks(model)[-unfrozen_blocks:]:
                 for p in block.parameters():
                     p.requires_grad = True
+    return _count(model)
+
+
+def _count(model: torch.nn.Module) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"trainable": trainable, "total": total}
+
+
+PEFT_PREFIX = "base_model.model."
+
+
+def _linear_names(model: torch.nn.Module) -> list[str]:
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+
+
+def apply_lora(built: BuiltModel, settings: LoraSettings) -> dict[str, int]:
+    """Wrap the model with LoRA adapters; only adapters, head and pooler train. Returns parameter counts."""
+    from peft import LoraConfig, get_peft_model
+
+    base = built.model
+    pooler = {
+        f"{m_name}.{p_name}"
+        for m_name, module in base.named_modules()
+        if m_name and type(module).__name__.endswith(("Pooler", "PreClassifier"))
+        for p_name, _ in module.named_parameters()
+    }
+    keep = set(built.head_params) | pooler
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,  # type: ignore[arg-type]  # peft annotates int, uses it as a float
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        bias="none",
+    )
+    try:
+        model = get_peft_model(base, config)
+    except ValueError as exc:
+        raise ModelError(
+            f"model.lora.target_modules: {settings.target_modules} match no layer of {type(base).__name__} "
+            f"(its linear layers: {', '.join(_linear_names(base)[:10])})"
+        ) from exc
+    for name, p in model.named_parameters():
+        if name.removeprefix(PEFT_PREFIX) in keep:
+            p.requires_grad = True
+    built.model = model
+    built.head_params = [PEFT_PREFIX + n for n in built.head_params]
+    return _count(model)
+
+
+def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model with the LoRA adapters folded into its weights."""
+    merged: torch.nn.Module = model.merge_and_unload()  # type: ignore[operator]
+    return merged
+
+
+def _hf_model(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The transformers PreTrainedModel inside ``model`` (itself, a peft wrapper's base, the image wrapper's)."""
+    from transformers import PreTrainedModel
+
+    return next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute activations in the backward pass: transformers' own switch, or each backbone block for torchvision."""
+    from torch.utils.checkpoint import checkpoint
+
+    hf = _hf_model(model)
+    if hf is not None:
+        if not getattr(hf, "supports_gradient_checkpointing", False):
+            raise ModelError(f"train.gradient_checkpointing: {type(hf).__name__} does not support it")
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})  # type: ignore[operator]
+        return
+    for block in _blocks(model):
+        plain = block.forward
+
+        def forward(*args: Any, _plain: Any = plain, _block: torch.nn.Module = block, **kwargs: Any) -> Any:
+            if _block.training and torch.is_grad_enabled():
+                return checkpoint(_plain, *args, use_reentrant=False, **kwargs)
+            return _plain(*args, **kwargs)
+
+        block.forward = forward  # type: ignore[method-assign]  # instance attribute: the state dict is unchanged
 
 
 def forward_logits(model: torch.nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits (batch, classes), targets (batch,)) for an image (x, y) batch or a text dict batch."""
     if isinstance(batch, (tuple, list)):
         x, y = batch
-        return model(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+        out = model(x.to(device, non_blocking=True))
+        return (out.logits if hasattr(out, "logits") else out), y.to(device, non_blocking=True)
     out = model(
         input_ids=batch["input_ids"].to(device, non_blocking=True),
         attention_mask=batch["attention_mask"].to(device, non_blocking=True),

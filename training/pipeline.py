@@ -3,7 +3,8 @@
 The run folder ends up with ``config.yaml`` (resolved recipe), ``best.safetensors``,
 ``summary.json``, the PNG plots, ``report.html``, ``tensorboard/`` and what export needs to
 rebuild the model without the original checkpoint (``hf_config/``, ``tokenizer/``,
-held-out parity inputs).
+held-out parity inputs). With LoRA the adapters are merged into ``best.safetensors`` after
+training (the merge is checked against the adapter model) and kept in ``adapter/``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,23 @@ from training.data import PreparedData, prepare_data
 from training.data.datasets import ImageDataset, TextDataset, image_transforms, text_collator
 from training.distributed import setup_distributed, teardown
 from training.evaluate import classification_metrics, predict
-from training.models import BuiltModel, apply_freezing, build_image_model, build_text_model
+from training.models import (
+    BuiltModel,
+    apply_freezing,
+    apply_lora,
+    build_model,
+    check_model_source,
+    enable_gradient_checkpointing,
+    forward_logits,
+    merge_lora,
+)
 from training.report import write_plots, write_report_html
 from training.trainer import Trainer, TrainResult, seed_everything
 
 SUMMARY = "summary.json"
 PARITY_IMAGES = "parity_inputs.safetensors"
 PARITY_TEXTS = "parity_texts.json"
+ADAPTER_DIR = "adapter"
 SAMPLE_COUNT = 16
 
 
@@ -86,15 +97,42 @@ def _save_export_inputs(run_dir: Path, recipe: Recipe, built: BuiltModel, test_s
         save_file({"input": batch.contiguous()}, str(run_dir / PARITY_IMAGES))
     else:
         (run_dir / PARITY_TEXTS).write_text(json.dumps(test_set.texts[:4]))
-        config: Any = built.model.config
-        config.save_pretrained(run_dir / "hf_config")
         built.tokenizer.save_pretrained(run_dir / "tokenizer")
+    if built.hf_config is not None:
+        built.hf_config.save_pretrained(run_dir / "hf_config")
+
+
+def _merge_adapters(run_dir: Path, built: BuiltModel, probe: Any, keep: bool) -> float:
+    """Keep the adapters (+ trained head) in ``adapter/``, merge them into ``best.safetensors``;
+    returns max |merged logits - adapter logits| on ``probe`` (a test batch)."""
+    from safetensors.torch import save_file, save_model
+
+    model: Any = built.model.eval()
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        before, _ = forward_logits(model, probe, cpu)  # (batch, K)
+    if keep:
+        model.save_pretrained(run_dir / ADAPTER_DIR)
+        (run_dir / ADAPTER_DIR / "README.md").unlink(missing_ok=True)
+        trained_base = {
+            n.removeprefix("base_model.model."): p.detach().contiguous()
+            for n, p in model.named_parameters()
+            if p.requires_grad and "lora_" not in n
+        }
+        save_file(trained_base, str(run_dir / ADAPTER_DIR / "head.safetensors"))
+    merged = merge_lora(model)
+    with torch.no_grad():
+        after, _ = forward_logits(merged, probe, cpu)  # (batch, K)
+    built.model = merged
+    save_model(merged, str(run_dir / "best.safetensors"))
+    return float((after - before).abs().max())
 
 
 def _summary(
     recipe: Recipe, smoke: bool, data: PreparedData, built: BuiltModel, freezing: dict[str, int],
-    result: TrainResult, test: dict[str, Any], device: str, world: int, wall: float,
+    result: TrainResult, test: dict[str, Any], device: str, world: int, wall: float, merge_diff: float | None,
 ) -> dict[str, Any]:  # fmt: skip
+    lora = recipe.model.lora
     return {
         "recipe": recipe.model_dump(mode="json"),
         "smoke": smoke,
@@ -102,6 +140,7 @@ def _summary(
         "data": data.report.to_dict(),
         "model": {
             "parameters": freezing,
+            "lora": None if lora is None else {**lora.model_dump(), "merge_max_abs_diff": merge_diff},
             "preprocessing": built.preprocessing.model_dump() if built.preprocessing else None,
             "max_length": recipe.model.max_length if recipe.task == "text-classification" else None,
         },
@@ -116,6 +155,12 @@ def _summary(
             "best_step": result.state.best_step,
             "device": device,
             "world_size": world,
+            "peak_memory_mb": result.peak_memory_mb,
+            "peak_memory_source": result.peak_memory_source,
+            "precision": result.precision,
+            "gradient_checkpointing": recipe.train.gradient_checkpointing,
+            "accumulation_steps": result.accumulation_steps,
+            "effective_batch_size": result.effective_batch_size,
         },
         "history": result.state.history,
         "test": test,
@@ -136,13 +181,16 @@ def run_training(
         run_dir.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, run_dir)
     try:
+        check_model_source(recipe.model)
         data = prepare_data(recipe.data, recipe.task)
-        built = (
-            build_image_model(recipe.model, len(data.labels))
-            if recipe.task == "image-classification"
-            else build_text_model(recipe.model, data.labels)
-        )
-        freezing = apply_freezing(built, recipe.model.freeze, recipe.model.unfrozen_blocks)
+        built = build_model(recipe.task, recipe.model, data.labels)
+        lora = recipe.model.lora
+        # LoRA: adapters + head (+ pooler) train, whatever ``freeze`` says
+        freezing = apply_freezing(built, "head" if lora else recipe.model.freeze, recipe.model.unfrozen_blocks)
+        if lora is not None:
+            freezing = apply_lora(built, lora)
+        if recipe.train.gradient_checkpointing:
+            enable_gradient_checkpointing(built.model)
         train_set, val_set, test_set, collate = _datasets(recipe, data, built)
         trainer = Trainer(
             built.model, train_set, recipe.train, val_set=val_set, labels=data.labels, collate_fn=collate,
@@ -157,10 +205,14 @@ def run_training(
             probs, targets, test_loss = predict(trainer.model, loader, info.device, trainer.autocast())
             test = {"loss": test_loss, **classification_metrics(probs, targets, data.labels)}
             trainer.model.cpu()
+            merge_diff = None
+            if lora is not None:
+                probe = next(iter(DataLoader(test_set, batch_size=4, collate_fn=collate)))
+                merge_diff = _merge_adapters(run_dir, built, probe, lora.keep_adapter)
             _save_export_inputs(run_dir, recipe, built, test_set)
             summary = _summary(
                 recipe, smoke, data, built, freezing, result, test, str(info.device), info.world_size,
-                time.perf_counter() - began,
+                time.perf_counter() - began, merge_diff,
             )  # fmt: skip
             (run_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
             write_plots(run_dir, summary, _samples(recipe, test_set, data.labels, probs, targets))

@@ -1,4 +1,5 @@
-"""The fine-tuning loop: AdamW, warm-up + cosine, clipping, accumulation, bf16 autocast on CUDA,
+"""The fine-tuning loop: AdamW, warm-up + cosine, clipping, accumulation (or an effective batch
+size), bf16 autocast (CUDA by default, CPU on request), a peak-memory figure,
 early stopping on the validation metric, best checkpoint as safetensors, resume, seeds,
 a live progress bar, TensorBoard scalars, and DDP under torchrun (same code for one process)."""
 
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from training.config import TrainConfig
 from training.distributed import DistInfo, barrier, broadcast, setup_distributed, sync_buffers
 from training.evaluate import classification_metrics, predict
+from training.memory import PeakMemoryMeter
 from training.models import forward_logits
 
 BEST_WEIGHTS = "best.safetensors"
@@ -68,12 +70,41 @@ class ResumeError(ValueError):
     """The run folder holds no resumable state."""
 
 
+class TrainSetupError(ValueError):
+    """The training settings do not fit this run (e.g. the effective batch size); names the field."""
+
+
+def accumulation_steps(cfg: TrainConfig, world_size: int) -> int:
+    """Micro-batches per optimizer step: from ``effective_batch_size`` when set, else ``grad_accum_steps``."""
+    if cfg.effective_batch_size is None:
+        return cfg.grad_accum_steps
+    per_step = cfg.batch_size * world_size
+    if cfg.effective_batch_size % per_step:
+        raise TrainSetupError(
+            f"train.effective_batch_size: {cfg.effective_batch_size} is not a multiple of "
+            f"batch_size {cfg.batch_size} x {world_size} process(es)"
+        )
+    return cfg.effective_batch_size // per_step
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 when autocast applies (``precision``: bf16 anywhere, auto on CUDA per ``mixed_precision``), else None."""
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda" and cfg.mixed_precision):
+        return torch.bfloat16
+    return None
+
+
 @dataclass
 class TrainResult:
     state: TrainState
     seconds: float
     samples_per_second: float
     best_weights: Path | None
+    peak_memory_mb: float = 0.0
+    peak_memory_source: str = ""
+    accumulation_steps: int = 1
+    effective_batch_size: int = 0
+    precision: str = "fp32"
 
 
 def _param_groups(model: torch.nn.Module, cfg: TrainConfig, head_params: Sequence[str]) -> list[dict[str, Any]]:
@@ -146,7 +177,9 @@ class Trainer:
             else None
         )
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg, head_params))
-        steps_per_epoch = max(1, math.ceil(len(self.train_loader) / cfg.grad_accum_steps))
+        self.accum = accumulation_steps(cfg, self.info.world_size)
+        self.amp_dtype = autocast_dtype(cfg, self.device)
+        steps_per_epoch = max(1, math.ceil(len(self.train_loader) / self.accum))
         self.total_steps = steps_per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
@@ -159,8 +192,8 @@ class Trainer:
 
     # -- helpers -------------------------------------------------------------------------
     def autocast(self) -> AbstractContextManager[Any]:
-        if self.device.type == "cuda" and self.cfg.mixed_precision:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.amp_dtype is not None:
+            return torch.autocast(self.device.type, dtype=self.amp_dtype)
         return nullcontext()
 
     def _scalar(self, tag: str, value: float) -> None:
@@ -239,7 +272,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
         self.ddp.train()
-        accum = cfg.grad_accum_steps
+        accum = self.accum
+        meter = PeakMemoryMeter(self.device)
+        meter.start()
         start, start_samples = time.perf_counter(), self.state.samples
         bar = tqdm(
             total=self.total_steps, initial=self.state.step, desc="train", unit="step",
@@ -300,6 +335,7 @@ class Trainer:
                 break
         bar.close()
         seconds = time.perf_counter() - start
+        peak = meter.read()
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
@@ -315,4 +351,8 @@ class Trainer:
             self._save_weights(BEST_WEIGHTS)  # no validation: the final weights are the result
         barrier(self.info)
         rate = (self.state.samples - start_samples) / max(seconds, 1e-9)
-        return TrainResult(self.state, seconds, rate, best)
+        return TrainResult(
+            self.state, seconds, rate, best, peak_memory_mb=peak.megabytes, peak_memory_source=peak.source,
+            accumulation_steps=accum, effective_batch_size=cfg.batch_size * accum * self.info.world_size,
+            precision="bf16" if self.amp_dtype is not None else "fp32",
+        )  # fmt: skip

@@ -33,12 +33,15 @@ def build_eager_model(bundle: Bundle) -> torch.nn.Module:
 
         model = torchvision.models.get_model(arch.name, weights=None, num_classes=arch.num_classes)
     elif isinstance(arch, TransformersArchitecture):
-        from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
+        from transformers import AutoConfig, AutoModelForSequenceClassification
 
         config = AutoConfig.from_pretrained(bundle.subdir(arch.config_dir))
-        image = arch.head == "image-classification"
-        auto = AutoModelForImageClassification if image else AutoModelForSequenceClassification
-        model = auto.from_config(config, attn_implementation="eager")
+        if arch.head == "image-classification":
+            from lumenserve.bundle.hf_image import from_config
+
+            model = from_config(config)  # pixel_values -> logits
+        else:
+            model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
     else:  # pragma: no cover - the schema admits only the two families
         raise BundleError(f"unknown architecture family in {bundle.root}")
     state = load_file(str(bundle.path("safetensors")))
@@ -50,25 +53,7 @@ def build_eager_model(bundle: Bundle) -> torch.nn.Module:
             f"{bundle.root}: weights do not fit the architecture "
             f"(missing {real_missing[:5]}, unexpected {list(unexpected)[:5]})"
         )
-    if isinstance(arch, TransformersArchitecture) and arch.head == "image-classification":
-        return _image_logits(model).eval()
     return model.eval()
-
-
-def _image_logits(model: torch.nn.Module) -> torch.nn.Module:
-    """A transformers image classifier as ``images (batch, C, H, W) -> logits (batch, classes)``;
-    the transformers model stays reachable as ``.model`` (its modules as ``model.*``)."""
-    import torch
-
-    class ImageLogits(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.model = inner
-
-        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            return self.model(pixel_values=pixel_values).logits  # (batch, classes)
-
-    return ImageLogits(model)
 
 
 def load_tokenizer(bundle: Bundle) -> Any:

@@ -23,7 +23,8 @@ Datatype = Literal[
 ]  # fmt: skip
 Task = Literal["image-classification", "text-classification", "tensor"]
 # Kinds of artifact a bundle may hold. Pickle formats are deliberately absent.
-ArtifactKind = Literal["onnx", "onnx_data", "torchscript", "safetensors", "tokenizer", "config", "report"]
+# "adapter": LoRA adapter weights kept for reuse (the served model has them merged in).
+ArtifactKind = Literal["onnx", "onnx_data", "torchscript", "safetensors", "tokenizer", "config", "report", "adapter"]
 LOADABLE_KINDS = ("onnx", "torchscript", "safetensors")
 
 
@@ -57,7 +58,9 @@ class TorchvisionArchitecture(_Strict):
 
 
 class TransformersArchitecture(_Strict):
-    """Rebuilt with ``AutoModelForSequenceClassification.from_config`` from ``config_dir``."""
+    """Rebuilt from ``config_dir`` with ``AutoModelForSequenceClassification.from_config`` (head
+    ``sequence-classification``) or ``AutoModelForImageClassification.from_config`` wrapped in
+    ``lumenserve.bundle.hf_image.HFImageClassifier`` (head ``image-classification``)."""
 
     family: Literal["transformers"] = "transformers"
     config_dir: str
@@ -65,6 +68,8 @@ class TransformersArchitecture(_Strict):
     model_type: str = "bert"
     head: Literal["sequence-classification", "image-classification"] = "sequence-classification"
     """Which auto class rebuilds it: ``AutoModelFor{Sequence,Image}Classification``."""
+    gradcam_layer: str | None = None
+    """Image heads: dotted module path of the default Grad-CAM layer in the wrapped model."""
 
 
 Architecture = Annotated[TorchvisionArchitecture | TransformersArchitecture, Field(discriminator="family")]
@@ -179,6 +184,9 @@ class Manifest(_Strict):
             n = arch.num_classes if isinstance(arch, TorchvisionArchitecture) else arch.num_labels
             if n != len(self.labels):
                 raise ValueError(f"architecture has {n} classes but {len(self.labels)} labels are listed")
+        image_task = self.task == "image-classification"
+        if isinstance(arch, TransformersArchitecture) and image_task != (arch.head == "image-classification"):
+            raise ValueError(f"architecture head {arch.head!r} does not fit task {self.task!r}")
         pre = self.preprocessing
         if self.task == "tensor":
             if pre is not None:

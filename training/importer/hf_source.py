@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from lumenserve.bundle import Bundle, ImagePreprocessing, finish_bundle, new_staging_dir, tree_artifacts
+from lumenserve.bundle.hf_image import HFImageClassifier
 from lumenserve.bundle.manifest import ArtifactKind
 from training.export import ExportParityError, _check_parity, _to_onnx, _to_torchscript, export_text_model
 from training.importer.options import DEFAULT_MAX_LENGTH, ImportOptions, ImportSourceError, read_labels
@@ -163,17 +164,6 @@ def _processor_preprocessing(source: Path, channels: int) -> ImagePreprocessing 
     )
 
 
-class _ImageWrapper(torch.nn.Module):
-    """pixel_values (batch, C, H, W) -> logits (batch, labels)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).logits
-
-
 def _traces(wrapper: torch.nn.Module, example: torch.Tensor, path: Path, notes: list[str]) -> bool:
     """Write TorchScript where the model traces; note it where it does not."""
     try:
@@ -222,7 +212,7 @@ def _import_image(source: Path, repo: Path, name: str, options: ImportOptions, a
     labels = _labels(config, options, str(source))
     size = pre.crop_size
     held_out = torch.randn(4, channels, size, size, generator=torch.Generator().manual_seed(0))  # (4, C, H, W)
-    wrapper = _ImageWrapper(model).eval()
+    wrapper = HFImageClassifier(model).eval()
     with torch.no_grad():
         logits = wrapper(held_out[:2])  # (2, labels)
     notes = [f"{arch}; labels from {'--labels' if options.labels_file else 'config id2label'}"]
@@ -235,7 +225,7 @@ def _import_image(source: Path, repo: Path, name: str, options: ImportOptions, a
         batch = torch.export.Dim("batch", min=1, max=4096)
         _to_onnx(wrapper, (held_out[:2],), staging / "model.onnx", ["input"], ["logits"], ({0: batch},))
         traced = _traces(wrapper, held_out[:2], staging / "model.torchscript", notes)
-        save_model(model, str(staging / "model.safetensors"))
+        save_model(wrapper, str(staging / "model.safetensors"))  # keys model.* as training writes them
         batches = [(held_out[:1],), (held_out[:4],)]
         if traced:
             parity = _check_parity(

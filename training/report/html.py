@@ -19,10 +19,19 @@ th:first-child,td:first-child{text-align:left}img{max-width:100%;border:1px soli
 pre{background:#f6f6f6;padding:1rem;overflow:auto;font-size:.85rem}.kpi{font-size:1.4rem;margin-right:2rem}
 </style></head><body>
 <h1>{{ s.recipe.name }}</h1>
-<p>{{ s.recipe.task }} &middot; {{ s.recipe.model.family }} <code>{{ s.recipe.model.name }}</code>
+<p>{{ s.recipe.task }} &middot; {{ s.recipe.model.family }}
+<code>{{ s.recipe.model.path or s.recipe.model.name }}</code>
 &middot; {{ s.labels|length }} classes &middot; trained {{ "%.0f"|format(s.train.seconds) }} s on {{ s.train.device }}
 ({{ s.train.world_size }} process{{ "es" if s.train.world_size > 1 else "" }}), {{ s.train.steps }} steps,
 {{ "%.1f"|format(s.train.samples_per_second) }} samples/s{% if s.smoke %} &middot; <b>smoke run</b>{% endif %}</p>
+{% set p = s.model.parameters %}<p>Trainable parameters <b>{{ "{:,}".format(p.trainable) }}</b> of
+{{ "{:,}".format(p.total) }} ({{ "%.2f"|format(100 * p.trainable / p.total) }} %){% if s.model.lora %}
+&middot; LoRA r={{ s.model.lora.r }} on {{ s.model.lora.target_modules|join(", ") }} (merged for export,
+max |merged &minus; adapters| {{ "%.1e"|format(s.model.lora.merge_max_abs_diff) }}){% endif %}
+&middot; peak memory <b>{{ "%.0f"|format(s.train.peak_memory_mb) }} MiB</b> ({{ s.train.peak_memory_source }})
+&middot; {{ s.train.precision }}{% if s.train.gradient_checkpointing %}, gradient checkpointing{% endif %}
+&middot; effective batch {{ s.train.effective_batch_size }} ({{ s.train.accumulation_steps }} accumulation
+step{{ "s" if s.train.accumulation_steps > 1 else "" }})</p>
 <p><span class="kpi">test accuracy <b>{{ "%.2f"|format(100 * s.test.accuracy) }} %</b></span>
 <span class="kpi">macro-F1 <b>{{ "%.3f"|format(s.test.macro_f1) }}</b></span>
 <span class="kpi">ECE <b>{{ "%.3f"|format(s.test.ece) }}</b></span></p>

@@ -1,0 +1,38 @@
+"""A transformers image classifier as a plain ``pixel_values -> logits`` module.
+
+Training, export and the eager rebuild for explain all hold Hugging Face image classifiers
+(ViT, ConvNeXt, ResNet, ...) inside this wrapper, so the bundle's safetensors keys are the
+same everywhere (``model.<transformers key>``) and callers get a tensor, not an output object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class HFImageClassifier(torch.nn.Module):
+    """pixel_values (batch, C, H, W) -> logits (batch, labels)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits  # (batch, labels)
+
+
+def from_config(config: Any) -> HFImageClassifier:
+    """A randomly initialised classifier of ``config`` (weights are loaded afterwards)."""
+    from transformers import AutoModelForImageClassification
+
+    return HFImageClassifier(AutoModelForImageClassification.from_config(config))
+
+
+def default_gradcam_layer(wrapper: torch.nn.Module) -> str | None:
+    """The last encoder stage of a convolutional backbone (ConvNeXt, ResNet): ``model.<base>.encoder.stages.<last>``."""
+    for name, module in wrapper.named_modules():
+        if name.endswith("encoder.stages") and isinstance(module, torch.nn.ModuleList) and len(module):
+            return f"{name}.{len(module) - 1}"
+    return None
