@@ -16,8 +16,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.test_deploy_monitoring import METRIC, base_metric, contract_metrics, promtool
 from tests.support.server import ServerProcess
+from tests.test_deploy_monitoring import METRIC, base_metric, contract_metrics, promtool
 
 ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "monitoring"
