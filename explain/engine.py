@@ -36,7 +36,7 @@ from explain.methods import DEFAULT_METHOD, ModelContext, build_explainer, suppo
 from explain.methods.base import IMAGE, TEXT
 from explain.params import IMAGE_ONLY_SCORE_PARAMS, MethodParams, ScoreParams, method_schemas, validate_params
 from explain.text_model import TextClassifier
-from lumenserve.bundle import Bundle, ImagePreprocessing, TextPreprocessing, TorchvisionArchitecture
+from lumenserve.bundle import Bundle, ImagePreprocessing, TextPreprocessing
 from lumenserve.bundle.eager import build_eager_model, load_tokenizer
 from lumenserve.bundle.text import tokenize
 
@@ -143,7 +143,7 @@ class BundleExplainer:
             task=self.task,
             mean=self.image_pre.mean if self.image_pre else None,
             std=self.image_pre.std if self.image_pre else None,
-            gradcam_layer=arch.gradcam_layer if isinstance(arch, TorchvisionArchitecture) else None,
+            gradcam_layer=arch.gradcam_layer if arch is not None else None,
             memory_budget_bytes=memory_budget_bytes,
             vision_transformer=self.vision_transformer,
         )
