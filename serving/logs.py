@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import orjson
 
@@ -74,11 +74,17 @@ def _context_fields(record: logging.LogRecord) -> dict[str, Any]:
     return found
 
 
-def configure_logging(level: str = "info", log_format: LogFormat = "text") -> None:
-    """Replace the root logger's handlers with one stderr handler in ``log_format``."""
-    handler = logging.StreamHandler(sys.stderr)
+def log_handler(log_format: LogFormat, stream: TextIO | None = None) -> logging.Handler:
+    """A handler writing ``log_format`` lines to ``stream`` (default stderr), request ids stamped."""
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(RequestContextFilter())
+    return handler
+
+
+def configure_logging(level: str = "info", log_format: LogFormat = "text") -> None:
+    """Replace the root logger's handlers with one stderr handler in ``log_format``."""
+    handler = log_handler(log_format)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
