@@ -265,6 +265,7 @@ def end_batch(started: Any, error: BaseException | None = None) -> None:
     rows = span.attributes["lumenserve.batch_size"]
     context = span.get_span_context()
     for handle in traced:
-        handle.request_span.add_link(context, {"lumenserve.batch_size": rows})
-        handle.request_span.set_attribute("lumenserve.batch_size", rows)
+        if handle.request_span.is_recording():  # not a caller that already left
+            handle.request_span.add_link(context, {"lumenserve.batch_size": rows})
+            handle.request_span.set_attribute("lumenserve.batch_size", rows)
     span.end()

@@ -72,11 +72,12 @@ def grpc_infer(server: ServerProcess, caller: Caller, request_id: str) -> tuple[
 
 
 def spans_of(sink: SpanSink, caller: Caller, count: int, what: str) -> list[Received]:
-    """The caller's trace's spans, once at least ``count`` have arrived."""
+    """The caller's trace's spans, once its request span and at least ``count`` spans have
+    arrived (the request span ends last, so its children were exported with it or before)."""
 
     def found() -> list[Received]:
         mine = [r for r in sink.snapshot() if r.span.trace_id.hex() == caller.trace_id]
-        return mine if len(mine) >= count else []
+        return mine if len(mine) >= count and any(r.span.kind == SERVER for r in mine) else []
 
     return wait_until(found, 30, what, details=lambda: f"{len(sink.snapshot())} spans received")
 

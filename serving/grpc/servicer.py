@@ -74,6 +74,7 @@ def observed(endpoint: str, rpc: str) -> Callable[[Handler[Req, Resp]], Handler[
             status, message = "CANCELLED", ""
             try:
                 response = await method(self, request, context)
+                context.set_trailing_metadata(((REQUEST_ID, scope.request_id),))
                 status = "OK"
                 return response
             except grpc.aio.AbortError:
@@ -85,8 +86,6 @@ def observed(endpoint: str, rpc: str) -> Callable[[Handler[Req, Resp]], Handler[
                 await abort_with(context, exc, f"gRPC {method.__name__}")
                 raise  # unreachable: abort raises
             finally:
-                if status == "OK":
-                    context.set_trailing_metadata(((REQUEST_ID, scope.request_id),))
                 scope.close(status, message=message)
 
         return wrapper
