@@ -140,3 +140,28 @@ def test_with_tracing_off_no_exporter_is_created() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     import opentelemetry.sdk.trace  # noqa: F401  (installed: the test above would mean nothing without it)
+
+
+def test_log_settings_come_from_flags_environment_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from serving.observe import access_log
+    from serving.server import LumenServer
+    from serving.settings import ServingSettings, load_settings
+
+    defaults = load_settings()
+    assert defaults.log_format == "text" and defaults.access_log is False
+    try:
+        LumenServer(ServingSettings(repository=ROOT, explain=False, access_log=True))
+        assert access_log.isEnabledFor(logging.INFO)
+        LumenServer(ServingSettings(repository=ROOT, explain=False))
+        assert not access_log.isEnabledFor(logging.INFO)  # off by default
+    finally:
+        enable_access_log(False)
+    monkeypatch.setenv("LUMENSERVE_LOG_FORMAT", "json")
+    monkeypatch.setenv("LUMENSERVE_ACCESS_LOG", "true")
+    from_env = load_settings()
+    assert from_env.log_format == "json" and from_env.access_log is True
+    assert load_settings(log_format="text", access_log=False).access_log is False  # flags win
+    with pytest.raises(ValidationError, match="log_format"):
+        ServingSettings(log_format="xml")
