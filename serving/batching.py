@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from serving import tracing
 from serving.errors import DeadlineExceeded, InternalError, InvalidInput, Unavailable
 from serving.metrics import ModelMetrics
 from serving.statistics import InferenceStatistics, RequestTimes
@@ -54,6 +55,8 @@ class _Pending:
     taken: bool = False
     times: RequestTimes | None = None
     """Filled in for the caller: its queue wait and its batch's model time (statistics)."""
+    trace: tracing.Queued | None = None
+    """The request's spans while tracing is on (serving/tracing.py)."""
 
 
 @dataclass(slots=True)
@@ -173,6 +176,7 @@ class Batcher:
         item = _Pending(feed, rows, loop.create_future(), now, deadline, now if admitted is None else admitted)
         item.times = times
         item.timer = loop.call_at(deadline, self._expire, item)  # loop.time() is time.monotonic()
+        item.trace = tracing.queued(len(self._queue))
         self._queue.append(item)
         self._queued_rows += rows
         self.metrics.queue_depth.set(len(self._queue))
@@ -187,6 +191,8 @@ class Batcher:
             raise
         finally:
             item.timer.cancel()
+            if item.trace is not None:
+                item.trace.left_queue()
 
     def _remove(self, item: _Pending) -> None:
         try:
@@ -276,9 +282,11 @@ class Batcher:
     async def _run(self, batch: list[_Pending], executor: Executor) -> None:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
+        span = tracing.start_batch(batch)  # None unless tracing is on
         try:
             results = await loop.run_in_executor(executor, self._compute, batch)
         except Exception as exc:
+            tracing.end_batch(span, exc)
             error = InternalError(f"model call failed for a batch of {len(batch)} request(s): {exc!r}")
             error.__cause__ = exc  # logged once, at the transport that answers each caller
             for item in batch:
@@ -287,6 +295,7 @@ class Batcher:
             return
         finally:
             self.metrics.compute_seconds.observe(time.perf_counter() - start)
+        tracing.end_batch(span)
         infer_ns = round((time.perf_counter() - start) * 1e9)
         rows = sum(item.rows for item in batch)
         self.metrics.batch_size.observe(rows)

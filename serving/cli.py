@@ -26,16 +26,19 @@ from lumenserve.env import apply_omp_policy
 @click.option("--grace-period", type=float, help="Seconds SIGTERM waits for accepted requests.")
 @click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path), help="YAML or JSON settings.")
 @click.option("--log-level", default="info", show_default=True, help="Python log level.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Log lines as text or JSON (default text).")
+@click.option("--access-log/--no-access-log", default=None, help="One log line per infer/explain request.")
 def serve_command(config_file: Path | None, models: tuple[str, ...], log_level: str, **flags: Any) -> None:
     """Serve bundles over the Open Inference Protocol v2 (gRPC + HTTP) until SIGTERM."""
     import logging
 
+    from serving.logs import configure_logging
     from serving.settings import load_settings
 
     settings = load_settings(config_file, models=list(models) or None, **flags)
     # before torch loads anywhere in this process
     apply_omp_policy("serve", wait_policy=settings.omp_wait_policy, spincount=settings.gomp_spincount)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level, settings.log_format)
     import asyncio
 
     from serving.server import LumenServer

@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
 
+from serving import observe
 from serving.errors import (
     InvalidInput,
     PermissionDenied,
@@ -29,6 +30,7 @@ from serving.errors import (
 from serving.explain_service import ExplainService
 from serving.metrics import ServingMetrics
 from serving.repository import ModelRepository
+from serving.served import ServedModel
 from serving.settings import ServingSettings
 from serving.types import InferenceRequest, InferenceResponse
 
@@ -149,7 +151,7 @@ class DataPlane:
 
     # ---- the two roads ------------------------------------------------------------------
     async def infer(self, request: InferenceRequest, protocol: str) -> InferenceResponse:
-        model = self.repository.get(request.model, request.version)
+        model = self._lookup(request)
         start = self._enter()
         status = "OK"
         try:
@@ -163,7 +165,7 @@ class DataPlane:
     async def explain(self, request: InferenceRequest, protocol: str) -> InferenceResponse:
         if self.explain_service is None:
             raise Unimplemented("explain is not available on this server (started without explain)")
-        model = self.repository.get(request.model, request.version)
+        model = self._lookup(request)
         start = self._enter()
         status = "OK"
         try:
@@ -174,6 +176,13 @@ class DataPlane:
             raise
         finally:
             self._leave(model.name, model.version, protocol, "explain", status, start)
+
+    def _lookup(self, request: InferenceRequest) -> ServedModel:
+        """The model version that answers ``request``; both noted for its logs and trace."""
+        observe.note_request(request)
+        model = self.repository.get(request.model, request.version)
+        observe.note_model(model.name, model.version)
+        return model
 
     # ---- accounting of accepted requests (drain, metrics) -------------------------------
     def _enter(self) -> float:

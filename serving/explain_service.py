@@ -34,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from serving import tracing
 from serving.errors import DeadlineExceeded, InvalidInput, Unavailable
 from serving.metrics import ServingMetrics
 from serving.served import ServedModel
@@ -120,7 +121,8 @@ class ExplainService:
         timer = asyncio.timeout_at(deadline)  # loop.time() is time.monotonic()
         try:
             async with timer:
-                response = await work  # cancelling it cancels a job not started yet
+                with tracing.phase("explain", {"lumenserve.explain_method": parsed.method or "default"}):
+                    response = await work  # cancelling it cancels a job not started yet
             assert response is not None  # None only for a job abandoned before it ran
         except TimeoutError:
             if not timer.expired():

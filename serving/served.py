@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lumenserve.bundle import Bundle, load_bundle
+from serving import tracing
 from serving.batching import Batcher, BatchPolicy
 from serving.metrics import ModelMetrics
 from serving.model import ModelIO
@@ -81,11 +82,12 @@ class ServedModel:
         try:
             admitted = self._batcher.admit()  # refuse overload before decoding anything
             try:
-                if self.io.needs_decoding(request.inputs):
-                    loop = asyncio.get_running_loop()
-                    feed, rows = await loop.run_in_executor(self._decode_pool, self.io.prepare, request.inputs)
-                else:
-                    feed, rows = self.io.prepare(request.inputs)
+                with tracing.phase("preprocess"):  # a no-op unless tracing is on
+                    if self.io.needs_decoding(request.inputs):
+                        loop = asyncio.get_running_loop()
+                        feed, rows = await loop.run_in_executor(self._decode_pool, self.io.prepare, request.inputs)
+                    else:
+                        feed, rows = self.io.prepare(request.inputs)
             finally:
                 self._batcher.release()
             prepared = time.perf_counter_ns()

@@ -18,6 +18,7 @@ from typing import Any
 import uvicorn
 
 from lumenserve.bundle import BundleError
+from serving import observe, tracing
 from serving.dataplane import DataPlane
 from serving.explain_service import ExplainEngine, ExplainService
 from serving.grpc.server import build_grpc_server
@@ -31,6 +32,8 @@ log = logging.getLogger("lumenserve.serving")
 HTTP_SETTLE_SECONDS = 0.5
 """After the last accepted request is answered: how long open HTTP keep-alive connections stay
 open (answering with ``Connection: close``) before they are closed."""
+TRACE_FLUSH_SECONDS = 5.0
+"""At the end of a drain: how long buffered spans may take to reach the collector."""
 
 
 def build_explain_service(
@@ -68,6 +71,9 @@ class LumenServer:
         self.repository = ModelRepository(settings, self.metrics)
         self.explain = build_explain_service(settings, self.metrics, explain)
         self.dataplane = DataPlane(settings, self.repository, self.metrics, self.explain)
+        observe.enable_access_log(settings.access_log)
+        self.tracing = tracing.configure(service_version=self.dataplane.version)
+        """True when the ``OTEL_*`` environment turned tracing on (serving/tracing.py)."""
         self.health = HealthTracker(self.dataplane)
         self.repository.listeners.append(self.health.schedule_refresh)
         self.grpc_port = 0
@@ -97,6 +103,7 @@ class LumenServer:
         config = uvicorn.Config(
             build_app(self.dataplane),
             log_level="warning",
+            log_config=None,  # uvicorn's lines go through the server's own handler (serving/logs.py)
             access_log=False,
             lifespan="off",
             http="auto",  # httptools when installed (uvicorn[standard]), else h11
@@ -167,6 +174,9 @@ class LumenServer:
         await self.repository.close()
         if self.explain is not None:
             self.explain.close()
+        if self.tracing:  # export the spans still buffered, for at most TRACE_FLUSH_SECONDS
+            flush = asyncio.get_running_loop().run_in_executor(None, tracing.shutdown)
+            await asyncio.wait([flush], timeout=TRACE_FLUSH_SECONDS)
         self.stopped.set()
 
     async def _end_http_when_idle(self, timeout: float) -> None:

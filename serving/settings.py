@@ -118,6 +118,12 @@ class ServingSettings(BaseSettings):
     replica it met first; an age (e.g. 120) spreads clients over replicas the autoscaler adds."""
     grpc_max_connection_age_grace: float = Field(default=30.0, ge=0)
     """Seconds calls in flight may still finish on a connection past its age before it closes."""
+    log_format: Literal["text", "json"] = "text"
+    """Log lines on stderr: text (readable) or json (one object per line, for log collectors);
+    lines written while a request is answered carry its request id (docs/serving.md, Logs)."""
+    access_log: bool = False
+    """One log line per infer/explain request (request id, trace id, model, version, protocol,
+    status, duration) on the ``lumenserve.access`` logger."""
 
     @field_validator("device")
     @classmethod

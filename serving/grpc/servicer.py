@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -17,6 +17,7 @@ from serving.dataplane import DataPlane
 from serving.errors import ModelNotFound, ServingError, classify, log_internal
 from serving.grpc.convert import from_response, repository_answer, repository_model_name, to_request
 from serving.grpc.stream import InferStream
+from serving.observe import REQUEST_ID, RequestScope
 from serving.protogen import explain_pb2, explain_pb2_grpc, model_config_pb2
 from serving.protogen import grpc_service_pb2 as pb
 from serving.protogen import grpc_service_pb2_grpc as pb_grpc
@@ -51,6 +52,48 @@ def mapped_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
             raise  # unreachable: abort raises
 
     return wrapper
+
+
+def observed(endpoint: str, rpc: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
+    """``mapped_errors`` for the inference roads, inside the request's scope
+    (serving/observe.py): its request id comes back as ``x-request-id`` trailing metadata on
+    every answer, its access log line and trace span end with the status the caller got.
+    ``rpc``: the full method name, ``package.Service/Method``."""
+    service, _, rpc_method = rpc.rpartition("/")
+
+    def decorate(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
+        @functools.wraps(method)
+        async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Resp:
+            metadata = context.invocation_metadata() or ()
+
+            def span_attributes() -> tuple[Mapping[str, str], dict[str, Any]]:
+                carrier = {key: value for key, value in metadata if isinstance(value, str)}
+                return carrier, {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc_method}
+
+            given = next((value for key, value in metadata if key == REQUEST_ID and isinstance(value, str)), None)
+            scope = RequestScope.open(
+                "grpc", endpoint, given, request.model_name, request.model_version, rpc, span_attributes
+            )
+            status, message = "CANCELLED", ""
+            try:
+                response = await method(self, request, context)
+                context.set_trailing_metadata(((REQUEST_ID, scope.request_id),))
+                status = "OK"
+                return response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                classified = classify(exc)
+                status, message = classified.grpc_code.name, classified.message
+                context.set_trailing_metadata(((REQUEST_ID, scope.request_id),))
+                await abort_with(context, exc, f"gRPC {method.__name__}")
+                raise  # unreachable: abort raises
+            finally:
+                scope.close(status, message=message)
+
+        return wrapper
+
+    return decorate
 
 
 def _authorization(context: grpc.aio.ServicerContext) -> str | None:
@@ -101,7 +144,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=_tensor_metadata(meta["outputs"]),
         )
 
-    @mapped_errors
+    @observed("infer", "inference.GRPCInferenceService/ModelInfer")
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         response = await self.dataplane.infer(to_request(request, context.time_remaining()), "grpc")
         return from_response(response)
@@ -152,7 +195,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
 
-    @mapped_errors
+    @observed("explain", "lumenserve.explain.ExplainService/ModelExplain")
     async def ModelExplain(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         response = await self.dataplane.explain(to_request(request, context.time_remaining()), "grpc")
         return from_response(response)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from serving.errors import InvalidInput, PayloadTooLarge, classify, clip_message
 from serving.http.convert import HEADER_LENGTH, from_response, to_request
 from serving.http.reports import report_routes
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from serving.observe import REQUEST_ID, RequestScope
 
 JSON = "application/json"
 DEFAULT_STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -77,6 +78,46 @@ def mapped_errors(handler: Endpoint) -> Endpoint:
             return error_response(exc, f"HTTP {request.method} {request.url.path}")
 
     return wrapper
+
+
+def observed(endpoint: str) -> Callable[[Endpoint], Endpoint]:
+    """``mapped_errors`` for the inference roads, inside the request's scope
+    (serving/observe.py): its request id comes back as ``X-Request-ID`` on every answer, its
+    access log line and trace span end with the status the caller got."""
+
+    def decorate(handler: Endpoint) -> Endpoint:
+        @functools.wraps(handler)
+        async def wrapper(self: Any, request: Request) -> Response:
+            params = request.path_params
+            version = params.get("version", "")
+            route = "/v2/models/{model}" + ("/versions/{version}" if version else "") + f"/{endpoint}"
+            span_name = f"{request.method} {route}"
+
+            def span_attributes() -> tuple[Mapping[str, str], dict[str, Any]]:
+                attributes = {"http.request.method": request.method, "http.route": route, "url.path": request.url.path}
+                return request.headers, attributes
+
+            scope = RequestScope.open(
+                "http", endpoint, request.headers.get(REQUEST_ID), params["model"], version, span_name, span_attributes
+            )
+            response: Response | None = None
+            status, message = "CANCELLED", ""  # unless answered below (499: the client left)
+            try:
+                response = await handler(self, request)
+                if response.status_code < 400:
+                    status = "OK"
+            except Exception as exc:
+                classified = classify(exc)
+                status, message = classified.grpc_code.name, classified.message
+                response = error_response(exc, f"HTTP {request.method} {request.url.path}")
+            finally:
+                scope.close(status, response.status_code if response is not None else 499, message)
+            response.headers[REQUEST_ID] = scope.request_id
+            return response
+
+        return wrapper
+
+    return decorate
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -197,11 +238,11 @@ class RestApi:
             headers={"Inference-Header-Content-Length": str(header_length)},
         )
 
-    @mapped_errors
+    @observed("infer")
     async def infer(self, request: Request) -> Response:
         return await self._infer_like(request, explain=False)
 
-    @mapped_errors
+    @observed("explain")
     async def explain(self, request: Request) -> Response:
         return await self._infer_like(request, explain=True)
 
