@@ -127,8 +127,14 @@ class DataPlane:
         return meta
 
     def model_config(self, name: str, version: str = "") -> dict[str, Any]:
-        """Triton's model configuration extension (``inference.ModelConfig`` as JSON)."""
-        return self.repository.get(name, version).config(VERSION_POLICY)
+        """Triton's model configuration extension (``inference.ModelConfig`` as JSON); the
+        explain methods the model can run travel as the ``explain_methods`` parameter."""
+        model = self.repository.get(name, version)
+        config = model.config(VERSION_POLICY)
+        if self.explain_service is not None:
+            names = [method["name"] for method in self.explain_service.methods(model)["methods"]]
+            config["parameters"]["explain_methods"] = {"string_value": ",".join(names)}
+        return config
 
     def model_statistics(self, name: str = "", version: str = "") -> list[dict[str, Any]]:
         """Triton's statistics extension: every ready version of ``name`` (of every model when

@@ -50,7 +50,10 @@ async def test_discovery_is_the_library_schema_on_both_transports(model_repo: Pa
         over_grpc = await stub.ModelExplainMethods(explain_pb2.ModelExplainMethodsRequest(name="tiny-image"))
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await stub.ModelExplainMethods(explain_pb2.ModelExplainMethodsRequest(name="nope"))
+        config = (await client.get("/v2/models/tiny-image/config")).json()
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    listed = config["parameters"]["explain_methods"]["string_value"].split(",")
+    assert listed == [m["name"] for m in image["methods"]]  # Triton's config names the same methods
     assert json.loads(over_grpc.methods_json) == image  # one document, two transports
     from explain.params import method_schemas
 
