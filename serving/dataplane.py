@@ -118,7 +118,7 @@ class DataPlane:
         start = self._enter()
         status = "OK"
         try:
-            return await model.infer(request, deadline_of(request, self.settings.default_timeout))
+            return await model.infer(request, deadline_of(request, model.timeout))
         except BaseException as exc:
             status = self._status(exc)
             raise

@@ -32,6 +32,7 @@ from lumenserve.bundle import Bundle
 from serving.errors import InvalidInput
 from serving.explain_service import ParsedRequest
 from serving.metrics import ServingMetrics
+from serving.model import classifier_output
 from serving.runtimes import Runtime
 from serving.served import ServedModel
 from serving.types import InferenceRequest, InferenceResponse, Tensor
@@ -99,7 +100,8 @@ class TwinCache:
             if held is not None and held[0] == id(model):
                 return held[1]
             explainer = BundleExplainer(model.bundle)
-            check = explainer.twin_check(lambda feed: model.runtime.predict(feed)["logits"])
+            scores = classifier_output(model.bundle.manifest.outputs)
+            check = explainer.twin_check(lambda feed: model.runtime.predict(feed)[scores])
             log.info(
                 "explain twin check for %s/%s: %s (max |diff| %.3g, tolerance %g)",
                 model.name,
@@ -222,7 +224,7 @@ def _originals(model: ServedModel, request: InferenceRequest) -> list[np.ndarray
     codec = model.io.image_codec
     if codec is None:
         return None
-    raw = next((t for t in request.inputs if t.name == model.io.raw_input), None)
+    raw = next((t for t in request.inputs if model.io.is_raw(t)), None)
     if raw is None:
         return None
     from explain.originals import crop_region
@@ -246,7 +248,7 @@ def cache_key(
         digest.update(array.data)
     if model.io.image_codec is not None:  # overlays are drawn on the original photos: they count too
         for tensor in request.inputs:
-            if tensor.name == model.io.raw_input:
+            if model.io.is_raw(tensor):
                 for item in tensor.data.reshape(-1):
                     digest.update(len(item).to_bytes(8, "little") + bytes(item))
     wanted = [o.name for o in request.outputs] if request.outputs else None
