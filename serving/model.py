@@ -50,6 +50,18 @@ def classifier_output(outputs: Sequence[TensorSpec]) -> str:
     return (scores[0] if scores else outputs[0]).name
 
 
+def _as_text(tensor: Tensor) -> np.ndarray:
+    """A BYTES model input as an object array of str: the runtimes' string tensors hold UTF-8 text."""
+    flat = tensor.data.reshape(-1)
+    out = np.empty(flat.shape, dtype=np.object_)
+    for i, item in enumerate(flat):
+        try:
+            out[i] = bytes(item).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"input {tensor.name!r}: element {i} is not UTF-8 text ({exc.reason})") from None
+    return out.reshape(tensor.data.shape)
+
+
 class ModelIO:
     """Inputs -> model feed and model outputs -> response tensors, for one bundle."""
 
@@ -148,7 +160,7 @@ class ModelIO:
             if self.batching and rows is not None and tensor.data.shape[0] != rows:
                 raise InvalidInput(f"inputs disagree on the batch size ({rows} vs {tensor.data.shape[0]})")
             rows = tensor.data.shape[0] if tensor.data.ndim else 1
-            feed[tensor.name] = tensor.data
+            feed[tensor.name] = _as_text(tensor) if spec.datatype == "BYTES" else tensor.data
         if self.text_codec is not None and all(n in feed for n in TEXT_TENSORS):
             self._check_tokens(feed)
         assert rows is not None
