@@ -194,7 +194,10 @@ async def test_two_input_two_output_graph_equals_onnx_runtime(tmp_path: Path) ->
     repo = tmp_path / "repo"
     import_model(source, repo, "two")
     rng = np.random.default_rng(3)
-    feed = {"ids": rng.integers(-5, 5, (3, 3)).astype(np.int64), "x": rng.standard_normal((3, 3)).astype(np.float16)}
+    feed: dict[str, np.ndarray] = {
+        "ids": rng.integers(-5, 5, (3, 3)).astype(np.int64),
+        "x": rng.standard_normal((3, 3)).astype(np.float16),
+    }
     datatypes = {"ids": "INT64", "x": "FP16"}
     expected = ort_run(source, feed)
     async with serving_stack(repo, ["two"]) as stack, grpc_client(stack) as grpc_c, http_client(stack) as http_c:
