@@ -133,7 +133,7 @@ async def http_binary_infer(
 
 async def http_json_infer(
     client: httpx.AsyncClient, model: str, feed: dict[str, np.ndarray], datatypes: dict[str, str]
-) -> dict[str, np.ndarray]:
+) -> dict[str, tuple[str, np.ndarray]]:
     def as_json(array: np.ndarray) -> list[object]:
         flat = array.reshape(-1)
         return [x.decode() if isinstance(x, bytes) else x for x in flat.tolist()]
