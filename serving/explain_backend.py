@@ -24,12 +24,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from explain.engine import BundleExplainer, ExplainResult, ScoreParams
-from explain.methods import DEFAULT_METHOD, NOISE_TUNNEL_BASES, REGISTRY, supported_methods
+from explain.methods import DEFAULT_METHOD, NOISE_TUNNEL_BASES, REGISTRY, RUNTIME_DEFAULT_METHOD, supported_methods
 from explain.methods.noise_tunnel import NoiseTunnel
 from explain.params import MethodParams
 from explain.render import RenderParams
 from lumenserve.bundle import Bundle
-from serving.errors import InvalidInput
+from serving.errors import InvalidInput, Unimplemented
 from serving.explain_service import ParsedRequest
 from serving.metrics import ServingMetrics
 from serving.model import classifier_output
@@ -99,9 +99,15 @@ class TwinCache:
             held = self._twins.get(key)
             if held is not None and held[0] == id(model):
                 return held[1]
-            explainer = BundleExplainer(model.bundle)
             scores = classifier_output(model.bundle.manifest.outputs)
-            check = explainer.twin_check(lambda feed: model.runtime.predict(feed)[scores])
+
+            def forward(feed: dict[str, np.ndarray]) -> np.ndarray:
+                return model.runtime.predict(feed)[scores]  # (batch, classes)
+
+            # no eager weights (imported ONNX/TorchScript): explained on the served runtime itself
+            runtime = forward if model.bundle.manifest.architecture is None else None
+            explainer = BundleExplainer(model.bundle, runtime=runtime)
+            check = explainer.twin_check(forward)
             log.info(
                 "explain twin check for %s/%s: %s (max |diff| %.3g, tolerance %g)",
                 model.name,
@@ -129,6 +135,7 @@ class CaptumEngine:
         inputs = [t for t in request.inputs if t.name != "target"]
         targets = parsed.targets if parsed.targets is not None else _target_input(request)
         feed, _rows = model.io.prepare(inputs)
+        check_model_config(model, parsed, feed, self.twins.get(model).default_method)
         key = cache_key(model, feed, parsed, targets, request)
         cached = self.cache.get(key)
         if self.metrics is not None:
@@ -171,13 +178,41 @@ class CaptumEngine:
         return InferenceResponse(model.name, model.version, request.id, outputs, parameters)
 
 
+def check_model_config(model: ServedModel, parsed: ParsedRequest, feed: dict[str, np.ndarray], default: str) -> None:
+    """The model's config.yaml ``explain`` section: on/off, the methods allowed, the limits."""
+    config = model.config.explain
+    if not config.enabled:
+        raise Unimplemented(f"explanations are turned off for model {model.name!r} (config.yaml explain.enabled)")
+    listed = parsed.params.get("methods")
+    names = str(listed if listed is not None else parsed.method or default).split(",")
+    if config.methods is not None:
+        refused = [n.strip() for n in names if n.strip() not in config.methods]
+        if refused:
+            raise InvalidInput(
+                f"method {', '.join(refused)} is not enabled for model {model.name!r} "
+                f"(config.yaml explain.methods: {', '.join(config.methods)})"
+            )
+    rows = len(next(iter(feed.values())))
+    if config.max_items is not None and rows > config.max_items:
+        raise InvalidInput(f"{rows} items; model {model.name!r} explains at most {config.max_items} per request")
+    samples = parsed.params.get("n_samples")
+    if config.max_samples is not None and isinstance(samples, int) and samples > config.max_samples:
+        raise InvalidInput(f"n_samples {samples} is above model {model.name!r}'s limit of {config.max_samples}")
+
+
 # ---- the methods a model offers, as JSON Schema --------------------------------------------
 def explain_schema(model: ServedModel) -> dict[str, Any]:
     """Per method this model can run, its parameters as JSON Schema (bounds from explain's
     pydantic parameter models: the one source the page builds its form from)."""
     task = model.bundle.manifest.task
+    if task == "tensor":
+        raise Unimplemented(f"model {model.name!r} is a tensor model: explanations need a classifier")
+    gradients = model.bundle.manifest.architecture is not None
+    allowed = model.config.explain.methods
     methods = []
-    for name in supported_methods(task):
+    for name in supported_methods(task, gradients=gradients):
+        if allowed is not None and name not in allowed:
+            continue
         cls = REGISTRY[name][task]
         parameters = _object_schema(cls.Params)
         if cls is NoiseTunnel:
@@ -193,7 +228,7 @@ def explain_schema(model: ServedModel) -> dict[str, Any]:
         "name": model.name,
         "version": model.version,
         "task": task,
-        "default_method": DEFAULT_METHOD[task],
+        "default_method": (DEFAULT_METHOD if gradients else RUNTIME_DEFAULT_METHOD)[task],
         "methods": methods,
         "common": {"render": _object_schema(RenderParams), "scores": _object_schema(ScoreParams)},
     }

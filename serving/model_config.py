@@ -82,9 +82,9 @@ class ExplainConfig(_Strict):
     """The methods allowed (default: every method the model can run); others are refused."""
     max_items: int | None = Field(default=None, ge=1, le=64)
     """Most items (images or texts) one explanation request may carry."""
-    max_evaluations: int | None = Field(default=None, ge=1)
-    """Most forward evaluations one perturbation explanation may make per item (e.g. KernelShap
-    ``n_samples``, Occlusion windows); larger requests are refused (400)."""
+    max_samples: int | None = Field(default=None, ge=1)
+    """Largest ``n_samples`` a request may ask for (KernelShap, Lime, Shapley value sampling,
+    noise tunnel): the explanation's cost per item; larger requests are refused (400)."""
 
 
 class ModelConfig(_Strict):

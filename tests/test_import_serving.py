@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import onnx
@@ -19,8 +20,9 @@ import tritonclient.http as httpclient
 from onnx import TensorProto, helper
 from PIL import Image
 
+from explain.errors import ExplainParameterError
 from lumenserve.assets import minilm_dir
-from serving.errors import InvalidInput
+from serving.errors import InvalidInput, classify
 from serving.http.app import build_app
 from serving.types import InferenceRequest, RequestedOutput, Tensor
 from tests.import_sources import IMAGE_SIZE, MEAN, STD, onnx_nhwc_classifier, onnx_text_classifier, two_in_two_out_graph
@@ -398,3 +400,57 @@ async def test_config_yaml_takes_effect_on_a_load_call(tmp_path: Path) -> None:
         await stack.repository.load("two")
         meta = plane.model_metadata("two")
         assert meta["versions"] == ["1"] and meta["parameters"]["max_batch_size"] == 0
+
+
+# ---- explanations on the served runtime -----------------------------------------------------------
+PERTURBATION_METHODS = ("occlusion", "feature_ablation", "shapley_value_sampling", "kernel_shap", "lime")
+
+
+async def test_runtime_only_classifier_is_explained_by_perturbation(tmp_path: Path) -> None:
+    from serving.errors import Unimplemented
+    from serving.explain_backend import CaptumEngine
+
+    source, _ = onnx_nhwc_classifier(tmp_path)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("alpha\nbeta\ngamma\ndelta\n")
+    repo = tmp_path / "repo"
+    image = ImageFlags(image_size=IMAGE_SIZE, layout="NHWC", channels="BGR", mean=MEAN, std=STD)
+    import_model(source, repo, "nhwc", ImportOptions(task="image-classification", image=image, labels_file=labels))
+    raw = np.array([jpeg(5)], dtype=np.object_)
+    async with serving_stack(repo, ["nhwc"], engine=CaptumEngine()) as stack, http_client(stack) as http_c:
+        schema = (await http_c.get("/v2/models/nhwc/explain")).json()
+        offered = sorted(m["name"] for m in schema["methods"])
+        assert offered == sorted(PERTURBATION_METHODS) and schema["default_method"] == "occlusion"
+        expected = ort_run(
+            source, {"image": stack.repository.get("nhwc").io.prepare([Tensor("image", "BYTES", raw)])[0]["image"]}
+        )
+        for method in PERTURBATION_METHODS:
+            params = {"method": method, "infidelity": False}
+            if method in ("kernel_shap", "lime"):
+                params["n_samples"] = 16
+            request = InferenceRequest("nhwc", inputs=[Tensor("image", "BYTES", raw)], parameters=params)
+            response = await stack.dataplane.explain(request, "test")
+            out = {t.name: t for t in response.outputs}
+            np.testing.assert_allclose(out["logits"].data, expected["scores"], atol=1e-5)
+            assert out["attributions"].data.shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE), method
+            assert np.abs(out["attributions"].data).sum() > 0, method
+            png = __import__("base64").b64decode(out["overlay_png"].data[0])
+            assert Image.open(io.BytesIO(png)).size == (40, 40) or png[:8] == b"\x89PNG\r\n\x1a\n", method
+            assert np.isfinite(out["deletion_auc"].data).all(), method
+        saliency = InferenceRequest("nhwc", inputs=[Tensor("image", "BYTES", raw)], parameters={"method": "saliency"})
+        with pytest.raises(ExplainParameterError) as refused:
+            await stack.dataplane.explain(saliency, "test")
+        classified = classify(refused.value)
+        assert (classified.http_status, classified.grpc_code) == (400, grpc.StatusCode.INVALID_ARGUMENT)
+        assert "needs gradients" in classified.message and "kernel_shap" in classified.message
+
+        (repo / "nhwc" / "config.yaml").write_text("explain:\n  methods: [occlusion]\n  max_samples: 8\n")
+        await stack.repository.load("nhwc")
+        lime = InferenceRequest("nhwc", inputs=[Tensor("image", "BYTES", raw)], parameters={"method": "lime"})
+        with pytest.raises(InvalidInput, match=r"not enabled .*explain.methods: occlusion"):
+            await stack.dataplane.explain(lime, "test")
+        assert [m["name"] for m in (await http_c.get("/v2/models/nhwc/explain")).json()["methods"]] == ["occlusion"]
+        (repo / "nhwc" / "config.yaml").write_text("explain:\n  enabled: false\n")
+        await stack.repository.load("nhwc")
+        with pytest.raises(Unimplemented, match="turned off"):
+            await stack.dataplane.explain(lime, "test")
