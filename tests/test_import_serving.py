@@ -442,7 +442,7 @@ async def test_runtime_only_classifier_is_explained_by_perturbation(tmp_path: Pa
             await stack.dataplane.explain(saliency, "test")
         classified = classify(refused.value)
         assert (classified.http_status, classified.grpc_code) == (400, grpc.StatusCode.INVALID_ARGUMENT)
-        assert "needs gradients" in classified.message and "kernel_shap" in classified.message
+        assert "needs the model's eager weights" in classified.message and "kernel_shap" in classified.message
 
         (repo / "nhwc" / "config.yaml").write_text("explain:\n  methods: [occlusion]\n  max_samples: 8\n")
         await stack.repository.load("nhwc")

@@ -65,11 +65,11 @@ def method_classes(
     task: Task, vision_transformer: bool = False, gradients: bool = True
 ) -> list[tuple[str, type[Explainer[Any]]]]:
     """(name, class) of every method for this task, sorted by name; ``gradients=False``: only
-    the methods that need no gradients (a model without eager weights)."""
+    the methods that run on a bare forward function (a model without eager weights)."""
     by_name: dict[str, type[Explainer[Any]]] = {n: t[task] for n, t in REGISTRY.items() if task in t}
     if vision_transformer and task == IMAGE:
         by_name |= VIT_REGISTRY
-    return sorted((n, c) for n, c in by_name.items() if gradients or not c.gradients)
+    return sorted((n, c) for n, c in by_name.items() if gradients or not c.needs_eager)
 
 
 def supported_methods(task: Task, vision_transformer: bool = False, gradients: bool = True) -> list[str]:
@@ -108,10 +108,11 @@ def build_explainer(method: str, ctx: ModelContext, *, base_method: str | None =
             f"method {method!r} does not apply to a {kind} "
             f"(supported: {', '.join(supported_methods(ctx.task, vit is not None, ctx.gradients))})"
         )
-    if cls.gradients and not ctx.gradients:
+    if cls.needs_eager and not ctx.gradients:
         raise ExplainParameterError(
-            f"method {method!r} needs gradients, and this model has no eager weights (served from ONNX/TorchScript "
-            f"only); methods it can run: {', '.join(supported_methods(ctx.task, False, False))}"
+            f"method {method!r} needs the model's eager weights (gradients, attention maps), and this model has "
+            f"none (served from ONNX/TorchScript only); methods it can run: "
+            f"{', '.join(supported_methods(ctx.task, False, False))}"
         )
     if issubclass(cls, TextExplainer):
         assert isinstance(ctx.model, TextClassifier)

@@ -29,6 +29,9 @@ class Explainer(ABC, Generic[P]):
     Params: ClassVar[type[MethodParams]]
     gradients: ClassVar[bool] = True
     """Whether the method needs gradients (eager weights); perturbation methods do not."""
+    needs_eager: ClassVar[bool] = True
+    """Whether the method needs the eager model (gradients, attention maps, layers); False for
+    the methods that run on a bare forward function, e.g. the served runtime."""
 
     @classmethod
     def outputs(cls, text: bool) -> list[str]:

@@ -23,6 +23,7 @@ class FeatureAblation(ImageExplainer[FeatureAblationParams]):
     name = "feature_ablation"
     Params = FeatureAblationParams
     gradients = False
+    needs_eager = False
 
     def _explain(self, inputs: Any, targets: list[int], params: FeatureAblationParams) -> Explanation:
         _, _, h, w = inputs.shape  # (batch, C, H, W)

@@ -24,6 +24,7 @@ class ShapleyValueSampling(ImageExplainer[ShapleyValueSamplingParams]):
     name = "shapley_value_sampling"
     Params = ShapleyValueSamplingParams
     gradients = False
+    needs_eager = False
 
     def _explain(self, inputs: Any, targets: list[int], params: ShapleyValueSamplingParams) -> Explanation:
         _, _, h, w = inputs.shape  # (batch, C, H, W)

@@ -20,6 +20,7 @@ class SurrogateParams(PatchParams):
 
 class SurrogateExplainer(ImageExplainer[P]):
     gradients = False
+    needs_eager = False
 
     def _captum(self) -> Any:
         raise NotImplementedError
