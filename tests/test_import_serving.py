@@ -454,3 +454,55 @@ async def test_runtime_only_classifier_is_explained_by_perturbation(tmp_path: Pa
         await stack.repository.load("nhwc")
         with pytest.raises(Unimplemented, match="turned off"):
             await stack.dataplane.explain(lime, "test")
+
+
+async def test_torchscript_tensor_model_equals_the_traced_module(tmp_path: Path) -> None:
+    import torch
+
+    from tests.import_sources import traced_tensor_model
+    from training.importer.options import parse_input_spec
+
+    source, module = traced_tensor_model(tmp_path)
+    repo = tmp_path / "repo"
+    options = ImportOptions(inputs=(parse_input_spec("a:FP32:-1,4"), parse_input_spec("b:FP32:-1,4")))
+    bundle = import_model(source, repo, "traced", options)
+    assert bundle.manifest.artifact("onnx") is None
+    rng = np.random.default_rng(2)
+    feed = {n: rng.standard_normal((3, 4)).astype(np.float32) for n in ("a", "b")}
+    with torch.no_grad():
+        expected = [t.numpy() for t in module(torch.from_numpy(feed["a"]), torch.from_numpy(feed["b"]))]
+    names = [t.name for t in bundle.manifest.outputs]
+    async with serving_stack(repo, ["traced"]) as stack, grpc_client(stack) as grpc_c, http_client(stack) as http_c:
+        assert stack.dataplane.model_metadata("traced")["platform"] == "pytorch_torchscript"
+        for answer in (
+            await grpc_infer(grpc_c, "traced", feed, {"a": "FP32", "b": "FP32"}),
+            await http_binary_infer(http_c, "traced", feed, {"a": "FP32", "b": "FP32"}),
+        ):
+            for name, want in zip(names, expected, strict=True):
+                np.testing.assert_allclose(answer[name], want, atol=1e-5, rtol=0)
+
+
+async def test_runtime_only_text_classifier_is_explained_by_token_occlusion(tmp_path: Path) -> None:
+    from serving.explain_backend import CaptumEngine
+
+    source = onnx_text_classifier(tmp_path, seq=16)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("no\nyes\n")
+    repo = tmp_path / "repo"
+    options = ImportOptions(task="text-classification", tokenizer_dir=minilm_dir(), max_length=16, labels_file=labels)
+    import_model(source, repo, "fixed-text", options)
+    raw = np.array([b"a fine film with a dull end"], dtype=np.object_)
+    async with serving_stack(repo, ["fixed-text"], engine=CaptumEngine()) as stack:
+        request = InferenceRequest("fixed-text", inputs=[Tensor("text", "BYTES", raw)], parameters={"aopc": True})
+        out = {t.name: t for t in (await stack.dataplane.explain(request, "test")).outputs}
+        assert out["attributions"].data.shape == (1, 16)  # padded to max_length: the model's fixed axis
+        tokens = [t.decode() for t in out["tokens"].data[0] if t]
+        assert "fine" in tokens and "dull" in tokens
+        assert np.abs(out["attributions"].data).sum() > 0
+        assert b"fine" in out["token_html"].data[0] or b"fine" in bytes(out["token_html"].data[0])
+        assert np.isfinite(out["deletion_auc"].data).all()
+        ig = InferenceRequest(
+            "fixed-text", inputs=[Tensor("text", "BYTES", raw)], parameters={"method": "integrated_gradients"}
+        )
+        with pytest.raises(ExplainParameterError, match="methods it can run: occlusion"):
+            await stack.dataplane.explain(ig, "test")
