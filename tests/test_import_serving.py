@@ -506,3 +506,59 @@ async def test_runtime_only_text_classifier_is_explained_by_token_occlusion(tmp_
         )
         with pytest.raises(ExplainParameterError, match="methods it can run: occlusion"):
             await stack.dataplane.explain(ig, "test")
+
+
+# ---- imports with eager weights: served like our own bundles, gradient explanations ------------------
+async def test_torchvision_import_served_and_explained_with_gradients(tmp_path: Path) -> None:
+    import torch
+
+    from serving.explain_backend import CaptumEngine
+    from tests.import_sources import torchvision_weights
+
+    weights = tmp_path / "resnet18.safetensors"
+    source = torchvision_weights(weights, classes=5)
+    repo = tmp_path / "repo"
+    options = ImportOptions(architecture="resnet18", image=ImageFlags(image_size=IMAGE_SIZE, mean=MEAN, std=STD))
+    bundle = import_model(weights, repo, "resnet", options)
+    tolerance = max(p.tolerance for p in bundle.manifest.parity)
+    raw = np.array([jpeg(7)], dtype=np.object_)
+    async with serving_stack(repo, ["resnet"], engine=CaptumEngine()) as stack, grpc_client(stack) as grpc_c:
+        pixels = stack.repository.get("resnet").io.prepare([Tensor("image", "BYTES", raw)])[0]["input"]
+        with torch.no_grad():
+            eager = source(torch.from_numpy(pixels)).numpy()
+        answer = await grpc_infer(grpc_c, "resnet", {"image": raw}, {"image": "BYTES"})
+        np.testing.assert_allclose(answer["logits"], eager, atol=tolerance, rtol=0)
+        for method in ("saliency", "grad_cam", "kernel_shap"):
+            params = {"method": method, "infidelity": False} | ({"n_samples": 16} if method == "kernel_shap" else {})
+            request = InferenceRequest("resnet", inputs=[Tensor("image", "BYTES", raw)], parameters=params)
+            out = {t.name: t for t in (await stack.dataplane.explain(request, "test")).outputs}
+            png = __import__("base64").b64decode(out["overlay_png"].data[0])
+            assert png[:8] == b"\x89PNG\r\n\x1a\n", method
+            assert np.isfinite(out["deletion_auc"].data).all() and np.abs(out["attributions"].data).sum() > 0
+
+
+async def test_hf_text_import_served_from_raw_text_and_explained(tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from lumenserve.bundle.eager import load_tokenizer
+    from serving.explain_backend import CaptumEngine
+    from tests.import_sources import hf_text_folder
+
+    folder = hf_text_folder(tmp_path / "hf-text", ["neg", "neu", "pos"])
+    repo = tmp_path / "repo"
+    bundle = import_model(folder, repo, "sentiment")
+    tolerance = max(p.tolerance for p in bundle.manifest.parity)
+    texts = ["a fine film", "dull and far too long"]
+    encoded = load_tokenizer(bundle)(texts, padding=True, return_tensors="pt")
+    source = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="eager").eval()
+    with torch.no_grad():
+        eager = source(**encoded).logits.numpy()
+    raw = np.array([t.encode() for t in texts], dtype=np.object_)
+    async with serving_stack(repo, ["sentiment"], engine=CaptumEngine()) as stack, http_client(stack) as http_c:
+        answer = await http_binary_infer(http_c, "sentiment", {"text": raw}, {"text": "BYTES"})
+        np.testing.assert_allclose(answer["logits"], eager, atol=tolerance, rtol=0)
+        request = InferenceRequest("sentiment", inputs=[Tensor("text", "BYTES", raw[:1])], parameters={"n_steps": 8})
+        out = {t.name: t for t in (await stack.dataplane.explain(request, "test")).outputs}
+        assert "fine" in [t.decode() for t in out["tokens"].data[0]]
+        assert np.isfinite(out["deletion_auc"].data).all() and np.abs(out["attributions"].data).sum() > 0
