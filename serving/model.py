@@ -6,7 +6,7 @@ datatypes (any number, any OIP v2 datatype), or for a classifier one raw BYTES i
 bundle's preprocessing turns into its tensors (NCHW or NHWC, RGB, BGR or L; texts padded to
 the longest or to ``max_length``).
 Outputs: the manifest's outputs; a classifier adds ``probabilities`` (softmax of its score
-output, the one the manifest names first); ``parameters.classification = k`` on a requested
+output, the manifest's first); ``parameters.classification = k`` on a requested
 output gives top-k strings. Default outputs: a classifier's scores + probabilities, every
 output of a tensor model.
 
@@ -41,13 +41,8 @@ TEXT_TENSORS = ("input_ids", "attention_mask")
 
 
 def classifier_output(outputs: Sequence[TensorSpec]) -> str:
-    """The classifier's score output: ``logits`` when present, else the first floating
-    [batch, classes] output the manifest lists (else its first output)."""
-    names = [t.name for t in outputs]
-    if "logits" in names:
-        return "logits"
-    scores = [t for t in outputs if t.datatype in ("FP16", "FP32", "FP64") and len(t.shape) == 2]
-    return (scores[0] if scores else outputs[0]).name
+    """The classifier's score output, (batch, classes): the manifest's first output (docs/bundle.md)."""
+    return outputs[0].name
 
 
 def _as_text(tensor: Tensor) -> np.ndarray:
