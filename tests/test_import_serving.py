@@ -359,7 +359,8 @@ async def test_config_yaml_takes_effect_on_a_load_call(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     for _ in range(2):
         import_model(source, repo, "two")
-    async with serving_stack(repo, ["two"]) as stack:
+    auth = {"authorization": "Bearer secret"}
+    async with serving_stack(repo, ["two"], repository_token="secret") as stack, http_client(stack) as http_c:
         plane = stack.dataplane
         meta = plane.model_metadata("two")
         assert meta["versions"] == ["1", "2"]  # default policy: every version
@@ -368,8 +369,9 @@ async def test_config_yaml_takes_effect_on_a_load_call(tmp_path: Path) -> None:
             "batching:\n  max_batch_size: 4\n  max_queue_delay: 0.001\nversion_policy:\n  latest: 1\ninstances: 1\n"
         )
         assert plane.model_metadata("two")["versions"] == ["1", "2"]  # nothing changes before the load call
-        await stack.repository.load("two")
-        meta = plane.model_metadata("two")
+        loaded = await http_c.post("/v2/repository/models/two/load", headers=auth)
+        assert loaded.status_code == 200, loaded.text
+        meta = (await http_c.get("/v2/models/two")).json()
         assert meta["versions"] == ["2"]
         assert (meta["parameters"]["max_batch_size"], meta["parameters"]["instances"]) == (4, 1)
         assert stack.sample("lumenserve_model_max_batch_size", model="two", version="2") == 4
@@ -387,8 +389,9 @@ async def test_config_yaml_takes_effect_on_a_load_call(tmp_path: Path) -> None:
             await plane.infer(rows, "test")
 
         (repo / "two" / "config.yaml").write_text("batching:\n  max_batch_size: -2\nversion_policy:\n  specific: [1]\n")
-        with pytest.raises(InvalidInput, match=r"config.yaml: batching.max_batch_size: .*greater than or equal to 0"):
-            await stack.repository.load("two")
+        refused = await http_c.post("/v2/repository/models/two/load", headers=auth)
+        assert refused.status_code == 400
+        assert "config.yaml: batching.max_batch_size: Input should be greater than or equal to 0" in refused.text
         assert plane.model_metadata("two")["versions"] == ["2"]  # a refused config leaves the served versions alone
         (repo / "two" / "config.yaml").write_text("batching:\n  max_batch: 4\n")
         with pytest.raises(InvalidInput, match=r"batching.max_batch: Extra inputs are not permitted"):
