@@ -565,3 +565,30 @@ async def test_hf_text_import_served_from_raw_text_and_explained(tmp_path: Path)
         out = {t.name: t for t in (await stack.dataplane.explain(request, "test")).outputs}
         assert "fine" in [t.decode() for t in out["tokens"].data[0]]
         assert np.isfinite(out["deletion_auc"].data).all() and np.abs(out["attributions"].data).sum() > 0
+
+
+async def test_hf_vit_import_served_over_grpc_and_explained(tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    from serving.explain_backend import CaptumEngine
+    from tests.import_sources import vit_folder
+
+    folder = vit_folder(tmp_path / "vit", ["cat", "dog", "fox"])
+    repo = tmp_path / "repo"
+    bundle = import_model(folder, repo, "vit")
+    tolerance = max(p.tolerance for p in bundle.manifest.parity)
+    raw = np.array([jpeg(11)], dtype=np.object_)
+    source = AutoModelForImageClassification.from_pretrained(folder).eval()
+    async with serving_stack(repo, ["vit"], engine=CaptumEngine()) as stack, grpc_client(stack) as grpc_c:
+        pixels = stack.repository.get("vit").io.prepare([Tensor("image", "BYTES", raw)])[0]["input"]
+        with torch.no_grad():
+            eager = source(pixel_values=torch.from_numpy(pixels)).logits.numpy()
+        answer = await grpc_infer(grpc_c, "vit", {"image": raw}, {"image": "BYTES"})
+        np.testing.assert_allclose(answer["logits"], eager, atol=tolerance, rtol=0)
+        for method in ("saliency", "gradient_rollout"):
+            params = {"method": method, "infidelity": False}
+            request = InferenceRequest("vit", inputs=[Tensor("image", "BYTES", raw)], parameters=params)
+            out = {t.name: t for t in (await stack.dataplane.explain(request, "test")).outputs}
+            assert __import__("base64").b64decode(out["overlay_png"].data[0])[:4] == b"\x89PNG", method
+            assert np.isfinite(out["deletion_auc"].data).all(), method
