@@ -15,6 +15,13 @@ prediction pass and the decoding of the original images.
 
 A vision transformer (a Hugging Face ViT-style image classifier, recognised by its config)
 gets attention maps, rollouts and token-grid Grad-CAM; CNNs and text models are unchanged.
+
+A bundle without eager weights (imported ONNX or TorchScript) is explained on the served
+runtime itself (``BundleExplainer(bundle, runtime=...)``, :mod:`explain.runtime_model`):
+only the methods that need no gradients (occlusion, feature ablation, Shapley value
+sampling, KernelShap, Lime; token occlusion for text) are offered; the others are refused
+with the list of those it can run. Its inputs are the model's own (any input name, NCHW or
+NHWC); the methods see (batch, C, H, W).
 """
 
 from __future__ import annotations
@@ -32,9 +39,10 @@ from explain.errors import ExplainParameterError, UnsupportedMethodError
 from explain.explanation import Explanation, TextInputs
 from explain.image_model import as_image_classifier, find_vision_transformer
 from explain.memory import DEFAULT_BUDGET_BYTES
-from explain.methods import DEFAULT_METHOD, ModelContext, build_explainer, supported_methods
+from explain.methods import DEFAULT_METHOD, RUNTIME_DEFAULT_METHOD, ModelContext, build_explainer, supported_methods
 from explain.methods.base import IMAGE, TEXT
 from explain.params import IMAGE_ONLY_SCORE_PARAMS, MethodParams, ScoreParams, method_schemas, validate_params
+from explain.runtime_model import RuntimeImageClassifier, RuntimeTextClassifier
 from explain.text_model import TextClassifier
 from lumenserve.bundle import Bundle, ImagePreprocessing, TextPreprocessing
 from lumenserve.bundle.eager import build_eager_model, load_tokenizer
@@ -113,9 +121,12 @@ class BundleExplainer:
         *,
         memory_budget_bytes: int = DEFAULT_BUDGET_BYTES,
         eager_model: torch.nn.Module | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         """``eager_model``: the model to explain instead of the one rebuilt from the bundle (which
-        still gives the labels, preprocessing and tokenizer), e.g. one already in memory."""
+        still gives the labels, preprocessing and tokenizer), e.g. one already in memory.
+        ``runtime``: the served model's forward (feed -> scores); a bundle without eager weights
+        is explained through it with the gradient-free methods."""
         self.bundle = bundle
         manifest = bundle.manifest
         task = manifest.task
@@ -125,19 +136,36 @@ class BundleExplainer:
         self.labels = manifest.labels
         self.refusal: str | None = None
         self.tokenizer: Any = None
-        hf_or_cnn = build_eager_model(bundle) if eager_model is None else eager_model.eval()
-        model: torch.nn.Module
-        if self.task == TEXT:
-            self.tokenizer = load_tokenizer(bundle)
-            model = TextClassifier.from_tokenizer(hf_or_cnn, self.tokenizer).eval()
-        else:
-            model = as_image_classifier(hf_or_cnn)
-        self.model = model
-        self.vision_transformer = find_vision_transformer(model) if self.task == IMAGE else None
         pre = manifest.preprocessing
         arch = manifest.architecture
         self.image_pre = pre if isinstance(pre, ImagePreprocessing) else None
         self.text_pre = pre if isinstance(pre, TextPreprocessing) else None
+        self.image_input = manifest.inputs[0].name
+        """The image model's input name (its feed key; ``input`` for our own bundles)."""
+        self.gradients = arch is not None or eager_model is not None
+        """False: no eager weights; explained on ``runtime`` with the gradient-free methods."""
+        if self.task == TEXT:
+            self.tokenizer = load_tokenizer(bundle)
+        model: torch.nn.Module
+        if not self.gradients:
+            if runtime is None:
+                raise UnsupportedMethodError(
+                    f"{bundle.root}: no eager weights (ONNX/TorchScript only); explain it on the served runtime"
+                )
+            names = [t.name for t in manifest.inputs]
+            if self.task == TEXT:
+                model = RuntimeTextClassifier.for_tokenizer(runtime, self.tokenizer, names)
+            else:
+                assert self.image_pre is not None
+                model = RuntimeImageClassifier(runtime, input_name=self.image_input, layout=self.image_pre.layout)
+        elif self.task == TEXT:
+            hf = build_eager_model(bundle) if eager_model is None else eager_model.eval()
+            model = TextClassifier.from_tokenizer(hf, self.tokenizer).eval()
+        else:
+            model = as_image_classifier(build_eager_model(bundle) if eager_model is None else eager_model.eval())
+        self.model = model
+        self.vision_transformer = find_vision_transformer(model) if self.task == IMAGE and self.gradients else None
+        self.default_method = (DEFAULT_METHOD if self.gradients else RUNTIME_DEFAULT_METHOD)[self.task]
         self.context = ModelContext(
             model=model,
             task=self.task,
@@ -146,28 +174,35 @@ class BundleExplainer:
             gradcam_layer=arch.gradcam_layer if arch is not None else None,
             memory_budget_bytes=memory_budget_bytes,
             vision_transformer=self.vision_transformer,
+            gradients=self.gradients,
         )
         self._explainers: dict[tuple[str, str | None], Any] = {}
         self._lock = threading.Lock()
 
     @property
     def methods(self) -> list[str]:
-        return supported_methods(self.task, self.vision_transformer is not None)
+        return supported_methods(self.task, self.vision_transformer is not None, self.gradients)
 
     def method_schemas(self) -> dict[str, dict[str, Any]]:
         """Each method this model can run with its parameters' JSON Schema and its outputs."""
-        return method_schemas(self.task, True, vision_transformer=self.vision_transformer is not None)
+        return method_schemas(self.task, self.gradients, vision_transformer=self.vision_transformer is not None)
 
     # -- the startup check --------------------------------------------------------------
     def probe_inputs(self) -> dict[str, np.ndarray]:
         if self.image_pre is not None:
             c, s = self.image_pre.channels, self.image_pre.crop_size
             g = torch.Generator().manual_seed(0)
-            return {"input": torch.randn(2, c, s, s, generator=g).numpy()}  # (2, C, H, W)
+            probe = torch.randn(2, c, s, s, generator=g)  # (2, C, H, W)
+            if self.image_pre.layout == "NHWC":
+                probe = probe.permute(0, 2, 3, 1).contiguous()  # (2, H, W, C)
+            return {self.image_input: probe.numpy()}
         return self.encode_texts(TWIN_PROBE_TEXTS)
 
     def twin_check(self, runtime: Runtime, *, tolerance: float = DEFAULT_TWIN_TOLERANCE) -> TwinCheck:
-        """Compare eager logits with ``runtime``'s on probe inputs; refuse explain on mismatch."""
+        """Compare eager logits with ``runtime``'s on probe inputs; refuse explain on mismatch.
+        Without eager weights the model explained is the runtime itself: nothing to compare."""
+        if not self.gradients:
+            return TwinCheck(True, 0.0, tolerance, "explained on the served runtime")
         probe = self.probe_inputs()
         expected = self._logits(self._to_inputs(probe)).numpy()  # (batch, classes)
         try:
@@ -236,7 +271,7 @@ class BundleExplainer:
             raise ExplainParameterError("give either method or methods, not both")
         if listed is not None and not isinstance(listed, str):
             raise ExplainParameterError(f"methods must be a comma-separated string, got {listed!r}")
-        names = parse_methods(listed if listed is not None else method, DEFAULT_METHOD[self.task])
+        names = parse_methods(listed if listed is not None else method, self.default_method)
         base_method = all_params.pop("base_method", None)
         label = ",".join(names)
         score_p = validate_params(ScoreParams, label, _take(all_params, ScoreParams))
@@ -301,12 +336,17 @@ class BundleExplainer:
             return value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
 
         if self.image_pre is not None:
-            image = tensor("input")
+            image = tensor(self.image_input)
             c, s = self.image_pre.channels, self.image_pre.crop_size
-            if image.dim() != 4 or list(image.shape[1:]) != [c, s, s] or image.dtype != torch.float32:
+            nhwc = self.image_pre.layout == "NHWC"
+            expected = [s, s, c] if nhwc else [c, s, s]
+            if image.dim() != 4 or list(image.shape[1:]) != expected or image.dtype != torch.float32:
                 raise ExplainParameterError(
-                    f"input must be FP32 [B, {c}, {s}, {s}], got {image.dtype} {list(image.shape)}"
+                    f"{self.image_input} must be FP32 [B, {', '.join(map(str, expected))}], "
+                    f"got {image.dtype} {list(image.shape)}"
                 )
+            if nhwc:
+                image = image.permute(0, 3, 1, 2).contiguous()  # (batch, C, H, W): what every method sees
             _check_batch(len(image))
             return image
         assert self.text_pre is not None
@@ -314,7 +354,11 @@ class BundleExplainer:
         batch = TextInputs(ids, mask)
         _check_batch(len(batch))
         assert isinstance(self.model, TextClassifier)
-        vocab = int(self.model.hf.config.vocab_size)
+        vocab = (
+            self.model.vocab_size
+            if isinstance(self.model, RuntimeTextClassifier)
+            else int(self.model.hf.config.vocab_size)
+        )
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
             raise ExplainParameterError(f"input_ids must lie in [0, {vocab - 1}]")
         if ids.shape[1] > self.text_pre.max_length:

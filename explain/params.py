@@ -150,9 +150,9 @@ def method_schemas(kind: str, has_eager: bool, *, vision_transformer: bool = Fal
     render_fields = field_schemas(RenderParams, frozenset({"render_png"}) if text else None)
     scores = [n for n in SCORE_NAMES if n not in (IMAGE_ONLY_SCORES if text else TEXT_ONLY_SCORES)]
     out: dict[str, dict[str, Any]] = {}
-    for name, cls in method_classes("text-classification" if text else "image-classification", vision_transformer):
-        if cls.gradients and not has_eager:
-            continue
+    for name, cls in method_classes(
+        "text-classification" if text else "image-classification", vision_transformer, has_eager
+    ):
         own = field_schemas(cls.Params)
         if name in ("noise_tunnel", "smoothgrad"):  # the tunnel's parameters and its base method's
             from explain.methods import NOISE_TUNNEL_BASES

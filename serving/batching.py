@@ -70,6 +70,9 @@ class BatchPolicy:
     """Fill value per input when rows of different lengths are stacked (default 0)."""
     dynamic_output_dims: Mapping[str, Sequence[int]] = field(default_factory=dict)
     """Per output, the non-batch dims that follow the padded length (cut back per caller)."""
+    pad: bool = True
+    """Requests of different lengths share a batch (padded); False: only requests whose
+    non-batch shapes agree are joined (a generic tensor model's inputs are never padded)."""
 
 
 class Batcher:
@@ -262,6 +265,8 @@ class Batcher:
                 continue
             if rows + item.rows > self.policy.max_batch_size:
                 break
+            if batch and not self.policy.pad and not _same_tails(batch[0].feed, item.feed):
+                break
             self._queue.popleft()
             self._queued_rows -= item.rows
             item.taken = True
@@ -357,6 +362,11 @@ def stack_rows(feeds: Sequence[Feed], pad_values: Mapping[str, int | float]) -> 
         feed[name] = out  # (rows, max_len, ...)
         padded_len = max_tail[0]
     return feed, padded_len
+
+
+def _same_tails(a: Feed, b: Feed) -> bool:
+    """The two row blocks agree on every non-batch dimension of every input."""
+    return all(a[name].shape[1:] == b[name].shape[1:] for name in a)
 
 
 def _seq_len(feed: Feed) -> int | None:

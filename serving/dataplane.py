@@ -44,8 +44,6 @@ EXTENSIONS = [
     "lumenserve_explain",
 ]
 """Exactly the protocol extensions implemented (Triton's names; docs/CONTRACTS.md lists the rest)."""
-VERSION_POLICY: dict[str, Any] = {"all": {}}
-"""Every version found on disk is loaded (Triton's ``all`` version policy)."""
 
 
 def _server_version() -> str:
@@ -130,7 +128,7 @@ class DataPlane:
         """Triton's model configuration extension (``inference.ModelConfig`` as JSON); the
         explain methods the model can run travel as the ``explain_methods`` parameter."""
         model = self.repository.get(name, version)
-        config = model.config(VERSION_POLICY)
+        config = model.triton_config()
         if self.explain_service is not None:
             names = [method["name"] for method in self.explain_service.methods(model)["methods"]]
             config["parameters"]["explain_methods"] = {"string_value": ",".join(names)}
@@ -161,7 +159,7 @@ class DataPlane:
         start = self._enter()
         status = "OK"
         try:
-            return await model.infer(request, deadline_of(request, self.settings.default_timeout))
+            return await model.infer(request, deadline_of(request, model.timeout))
         except BaseException as exc:
             status = self._status(exc)
             raise

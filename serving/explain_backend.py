@@ -25,12 +25,13 @@ import numpy as np
 
 from explain.engine import BundleExplainer, ExplainResult
 from explain.image_model import VIT_MODEL_TYPES
-from explain.methods import DEFAULT_METHOD
+from explain.methods import DEFAULT_METHOD, RUNTIME_DEFAULT_METHOD
 from explain.params import SCORE_NAMES, method_schemas
 from lumenserve.bundle import Bundle, TransformersArchitecture
-from serving.errors import InvalidInput
+from serving.errors import InvalidInput, Unimplemented
 from serving.explain_service import ParsedRequest
 from serving.metrics import ServingMetrics
+from serving.model import classifier_output
 from serving.runtimes import Runtime
 from serving.served import ServedModel
 from serving.types import InferenceRequest, InferenceResponse, Tensor
@@ -97,8 +98,15 @@ class TwinCache:
             held = self._twins.get(key)
             if held is not None and held[0] == id(model):
                 return held[1]
-            explainer = BundleExplainer(model.bundle)
-            check = explainer.twin_check(lambda feed: model.runtime.predict(feed)["logits"])
+            scores = classifier_output(model.bundle.manifest.outputs)
+
+            def forward(feed: dict[str, np.ndarray]) -> np.ndarray:
+                return model.runtime.predict(feed)[scores]  # (batch, classes)
+
+            # no eager weights (imported ONNX/TorchScript): explained on the served runtime itself
+            runtime = forward if model.bundle.manifest.architecture is None else None
+            explainer = BundleExplainer(model.bundle, runtime=runtime)
+            check = explainer.twin_check(forward)
             log.info(
                 "explain twin check for %s/%s: %s (max |diff| %.3g, tolerance %g)",
                 model.name,
@@ -129,12 +137,20 @@ class CaptumEngine:
         self.twins.get(model)
 
     def methods(self, model: ServedModel) -> dict[str, Any]:
-        return method_listing(model, self.twins.built(model))
+        explain = model.config.explain  # the model's config.yaml: explanations on/off, methods allowed
+        if not explain.enabled:
+            return method_listing(model) | {
+                "default_method": None,
+                "methods": [],
+                "reason": "explanations are turned off for this model (config.yaml explain.enabled)",
+            }
+        return method_listing(model, self.twins.built(model), allowed=explain.methods)
 
     def explain(self, model: ServedModel, request: InferenceRequest, parsed: ParsedRequest) -> InferenceResponse:
         inputs = [t for t in request.inputs if t.name != "target"]
         targets = parsed.targets if parsed.targets is not None else _target_input(request)
         feed, _rows = model.io.prepare(inputs)
+        check_model_config(model, parsed, feed, self.twins.get(model).default_method)
         key = cache_key(model, feed, parsed, targets, request)
         cached = self.cache.get(key)
         if self.metrics is not None:
@@ -182,12 +198,38 @@ class CaptumEngine:
         return InferenceResponse(model.name, model.version, request.id, outputs, parameters)
 
 
+def check_model_config(model: ServedModel, parsed: ParsedRequest, feed: dict[str, np.ndarray], default: str) -> None:
+    """The model's config.yaml ``explain`` section: on/off, the methods allowed, the limits."""
+    config = model.config.explain
+    if not config.enabled:
+        raise Unimplemented(f"explanations are turned off for model {model.name!r} (config.yaml explain.enabled)")
+    listed = parsed.params.get("methods")
+    names = str(listed if listed is not None else parsed.method or default).split(",")
+    if config.methods is not None:
+        refused = [n.strip() for n in names if n.strip() not in config.methods]
+        if refused:
+            raise InvalidInput(
+                f"method {', '.join(refused)} is not enabled for model {model.name!r} "
+                f"(config.yaml explain.methods: {', '.join(config.methods)})"
+            )
+    rows = len(next(iter(feed.values())))
+    if config.max_items is not None and rows > config.max_items:
+        raise InvalidInput(f"{rows} items; model {model.name!r} explains at most {config.max_items} per request")
+    samples = parsed.params.get("n_samples")
+    if config.max_samples is not None and isinstance(samples, int) and samples > config.max_samples:
+        raise InvalidInput(f"n_samples {samples} is above model {model.name!r}'s limit of {config.max_samples}")
+
+
 # ---- the methods a model offers, as JSON Schema --------------------------------------------
-def method_listing(model: TwinSource, twin: BundleExplainer | None = None) -> dict[str, Any]:
+def method_listing(
+    model: TwinSource, twin: BundleExplainer | None = None, allowed: list[str] | None = None
+) -> dict[str, Any]:
     """The discovery answer: per method this model can run, the explain library's schema
     (``explain.params.method_schemas``: description, gradients, parameters as JSON Schema,
     outputs, scores), with ``name`` added; an empty list with a ``reason`` when it can run none.
-    ``twin``: the model's eager twin when already built (its check's refusal is the reason)."""
+    ``twin``: the model's eager twin when already built (its check's refusal is the reason);
+    ``allowed``: the methods the model's config.yaml enables (None: all). Without eager weights
+    (an imported ONNX or TorchScript model) the gradient-free methods run on the served runtime."""
     manifest = model.bundle.manifest
     task, arch = manifest.task, manifest.architecture
     answer: dict[str, Any] = {
@@ -200,9 +242,10 @@ def method_listing(model: TwinSource, twin: BundleExplainer | None = None) -> di
     }
     if task == "tensor":
         return answer | {"reason": "tensor models have no explanations: explain needs a classification task"}
-    if arch is None:
-        reason = "the bundle has no eager weights (imported from ONNX or TorchScript): explanations need them"
-        return answer | {"reason": reason}
+    if arch is None:  # perturbation methods on the served runtime
+        schemas = method_schemas(task, False)
+        methods = [{"name": n, **schema} for n, schema in schemas.items() if allowed is None or n in allowed]
+        return answer | {"default_method": RUNTIME_DEFAULT_METHOD[task], "methods": methods}
     if twin is not None and twin.refusal:
         return answer | {"reason": twin.refusal}
     if twin is not None:
@@ -214,7 +257,7 @@ def method_listing(model: TwinSource, twin: BundleExplainer | None = None) -> di
             and arch.model_type in VIT_MODEL_TYPES
         )
         schemas = method_schemas(task, True, vision_transformer=vit)
-    methods = [{"name": name, **schema} for name, schema in schemas.items()]
+    methods = [{"name": name, **schema} for name, schema in schemas.items() if allowed is None or name in allowed]
     return answer | {"default_method": DEFAULT_METHOD[task], "methods": methods}
 
 
@@ -255,7 +298,7 @@ def _originals(model: ServedModel, request: InferenceRequest) -> list[np.ndarray
     codec = model.io.image_codec
     if codec is None:
         return None
-    raw = next((t for t in request.inputs if t.name == model.io.raw_input), None)
+    raw = next((t for t in request.inputs if model.io.is_raw(t)), None)
     if raw is None:
         return None
     from explain.originals import crop_region
@@ -279,7 +322,7 @@ def cache_key(
         digest.update(array.data)
     if model.io.image_codec is not None:  # overlays are drawn on the original photos: they count too
         for tensor in request.inputs:
-            if tensor.name == model.io.raw_input:
+            if model.io.is_raw(tensor):
                 for item in tensor.data.reshape(-1):
                     digest.update(len(item).to_bytes(8, "little") + bytes(item))
     wanted = [o.name for o in request.outputs] if request.outputs else None

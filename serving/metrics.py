@@ -95,6 +95,15 @@ class ServingMetrics:
         self.model_ready = Gauge(
             "lumenserve_model_ready", "1 when the model version is loaded and warm.", ["model", "version"], registry=r
         )
+        self.model_max_batch_size = Gauge(
+            "lumenserve_model_max_batch_size",
+            "Most rows per model call in effect (config.yaml over the server setting; 0: no batching).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.model_instances = Gauge(
+            "lumenserve_model_instances", "Batches the model version runs at once.", ["model", "version"], registry=r
+        )
         self.model_load_seconds = Gauge(
             "lumenserve_model_load_duration_seconds",
             "Seconds the last load (verify, session, warm-up) took.",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from lumenserve.bundle import BundleError, list_models, list_versions, model_folder
 from serving.errors import InvalidInput, ModelNotFound, Unavailable
 from serving.metrics import ServingMetrics
+from serving.model_config import ModelConfig, ModelConfigError, read_model_config
 from serving.served import ServedModel, load_served_model
 from serving.settings import ServingSettings
 
@@ -116,20 +117,26 @@ class ModelRepository:
         return self._locks.setdefault(name, asyncio.Lock())
 
     async def load(self, name: str) -> None:
-        """(Re)load every version of ``name`` found on disk; old versions keep serving meanwhile."""
+        """(Re)load ``name``: its config.yaml read again, the versions its version policy picks
+        loaded; old versions keep serving meanwhile and those no longer picked are unloaded."""
         try:  # REPO/NAME, or REPO itself when it is one model's folder (KServe's /mnt/models)
             model_dir = model_folder(self.settings.repository, name)
         except BundleError as exc:
             raise InvalidInput(str(exc)) from None
-        versions = list_versions(model_dir)
-        if not versions:
+        on_disk = list_versions(model_dir)
+        if not on_disk:
             raise ModelNotFound(f"model {name!r} is not in the repository")
+        try:
+            config = read_model_config(model_dir)
+            versions = config.version_policy.select(on_disk)
+        except (ModelConfigError, ValueError) as exc:
+            raise InvalidInput(f"model {name!r}: {exc}") from None
         async with self._lock(name):
             loaded: dict[str, ServedModel] = {}
             errors: list[str] = []
             for number in versions:
                 try:
-                    loaded[str(number)] = await self._load_version(name, str(number))
+                    loaded[str(number)] = await self._load_version(name, str(number), config)
                 except BundleError as exc:
                     errors.append(str(exc))
             if not loaded:
@@ -141,13 +148,18 @@ class ModelRepository:
             for version, model in old.items():
                 await self._retire(model, keep_state=version in loaded)
 
-    async def _load_version(self, name: str, version: str) -> ServedModel:
+    async def _load_version(self, name: str, version: str, config: ModelConfig) -> ServedModel:
         key = (name, version)
         self.states[key] = VersionState(name, version, "LOADING")
         folder = model_folder(self.settings.repository, name) / version
         try:
             model = await load_served_model(
-                folder, self.settings, self.metrics.for_model(name, version), self.decode_pool, model_name=name
+                folder,
+                self.settings,
+                self.metrics.for_model(name, version),
+                self.decode_pool,
+                model_name=name,
+                config=config,
             )
         except Exception as exc:
             reason = str(exc) if isinstance(exc, BundleError) else f"load failed: {exc!r}"
@@ -156,6 +168,8 @@ class ModelRepository:
             raise BundleError(reason) from exc
         self.metrics.model_load_seconds.labels(name, version).set(model.load_seconds)
         self.metrics.model_ready.labels(name, version).set(1)
+        self.metrics.model_max_batch_size.labels(name, version).set(model.max_batch_size)
+        self.metrics.model_instances.labels(name, version).set(model.instances)
         self.states[key] = VersionState(name, version, "READY")
         log.info("model %s version %s ready in %.2f s (%s)", name, version, model.load_seconds, model.runtime.kind)
         return model

@@ -27,6 +27,7 @@ from serving import tracing
 from serving.batching import Batcher, BatchPolicy
 from serving.metrics import ModelMetrics
 from serving.model import ModelIO
+from serving.model_config import ModelConfig
 from serving.runtimes import Runtime, load_runtime
 from serving.settings import ServingSettings
 from serving.statistics import InferenceStatistics, RequestTimes
@@ -43,8 +44,15 @@ class ServedModel:
         metrics: ModelMetrics,
         decode_pool: Executor,
         load_seconds: float,
+        config: ModelConfig | None = None,
     ) -> None:
-        """Call on the event loop (the batcher's loop task starts here)."""
+        """Call on the event loop (the batcher's loop task starts here). ``settings``: the
+        effective settings of this model (server defaults with its config.yaml applied)."""
+        self.config = config or ModelConfig()
+        """The model's ``config.yaml`` as read when this version loaded."""
+        self.settings = settings
+        self.timeout = settings.default_timeout
+        """Seconds a request may wait for this model (config.yaml ``batching.timeout``)."""
         self.io = io
         self.bundle: Bundle = io.bundle
         self.name = io.name
@@ -52,24 +60,29 @@ class ServedModel:
         self.runtime = runtime
         self.metrics = metrics
         self.load_seconds = load_seconds
-        self._default_timeout = settings.default_timeout
         self._decode_pool = decode_pool
         self._executors = [
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"compute-{self.name}-{self.version}-{slot}")
             for slot in range(runtime.parallel)
         ]
         """The compute threads, one per batch that may run at once."""
-        policy = BatchPolicy(
-            max_batch_size=settings.max_batch_size,
+        self.instances = runtime.parallel
+        """Batches this version runs at once (Triton's instance count)."""
+        self.max_batch_size = settings.max_batch_size if io.batching else 0
+        """Most rows per model call; 0: no batching, each request runs alone with its full shape."""
+        self.policy = BatchPolicy(
+            max_batch_size=self.max_batch_size or 1,  # without batching each request counts as one row
             max_queue_delay=settings.max_queue_delay,
             max_queue_size=settings.max_queue_size,
             max_queue_wait=settings.max_queue_wait,
             pad_values=io.pad_values,
             dynamic_output_dims=io.dynamic_output_dims,
+            pad=io.pads_rows,
         )
+        """The batcher's effective policy (config.yaml over the server settings)."""
         self.statistics = InferenceStatistics()
         """Triton's statistics extension for this version (written on the event loop only)."""
-        self._batcher = Batcher(runtime.predict, policy, metrics, self._executors, self.statistics)
+        self._batcher = Batcher(runtime.predict, self.policy, metrics, self._executors, self.statistics)
         self._batcher.start()
         self.ready = True
         """False from :meth:`retire` on (the repository stops handing it out)."""
@@ -106,12 +119,10 @@ class ServedModel:
         self.statistics.request_succeeded(rows, times)
         return InferenceResponse(self.name, self.version, request.id, tensors)
 
-    def config(self, version_policy: dict[str, Any]) -> dict[str, Any]:
+    def triton_config(self) -> dict[str, Any]:
         """Triton's ``ModelConfig`` (JSON form) for this version, from the manifest and the
-        effective batching, instance and device settings (serving/triton_config.py)."""
-        policy = self._batcher.policy
+        effective batching, instance, device and version settings (serving/triton_config.py)."""
         outputs = self.io.output_metadata()
-        label_output = next((spec.name for spec in outputs if spec.name == "logits"), None)
         parameters: dict[str, str] = {"task": self.io.manifest.task}
         if self.io.raw_input:
             parameters["raw_input"] = self.io.raw_input  # the BYTES input taking encoded images or texts
@@ -120,15 +131,15 @@ class ServedModel:
             runtime=self.runtime.kind,
             inputs=self.io.manifest.inputs,
             outputs=outputs,
-            max_batch_size=policy.max_batch_size,
-            max_queue_delay_s=policy.max_queue_delay,
-            max_queue_size=policy.max_queue_size,
-            default_timeout_s=self._default_timeout,
-            instances=self.runtime.parallel,
+            max_batch_size=self.max_batch_size,
+            max_queue_delay_s=self.policy.max_queue_delay,
+            max_queue_size=self.policy.max_queue_size,
+            default_timeout_s=self.timeout,
+            instances=self.instances,
             gpu=self.runtime.device.startswith("cuda"),
-            version_policy=version_policy,
+            version_policy=self.config.version_policy.triton(),
             parameters=parameters,
-            label_output=label_output if self.io.labels else None,
+            label_output=self.io.scores if self.io.labels else None,
         )
         return model_config(facts)
 
@@ -139,6 +150,12 @@ class ServedModel:
             "platform": self.runtime.platform,
             "inputs": [t.model_dump() for t in self.io.manifest.inputs],
             "outputs": [t.model_dump() for t in self.io.output_metadata()],
+            "parameters": {
+                "task": self.io.task,
+                "max_batch_size": self.max_batch_size,
+                "instances": self.instances,
+                "version_policy": self.config.version_policy.describe(),
+            },
         }
 
     async def retire(self) -> None:
@@ -150,15 +167,17 @@ class ServedModel:
         self.runtime.close()
 
 
-def load_parts(bundle: Bundle, settings: ServingSettings) -> tuple[ModelIO, Runtime]:
-    """The bundle's I/O layer and runtime, warmed by running the whole path twice (blocking).
-    Also the TorchServe handler's way to load a bundle."""
+def load_parts(bundle: Bundle, settings: ServingSettings, config: ModelConfig | None = None) -> tuple[ModelIO, Runtime]:
+    """The bundle's I/O layer and runtime, warmed by running the whole path twice (blocking;
+    once, unwarmed, with ``warmup: false``). Also the TorchServe handler's way to load a bundle."""
+    config = config or ModelConfig()
     runtime = load_runtime(bundle, settings)
-    io = ModelIO(bundle, settings)
+    io = ModelIO(bundle, settings, batching=config.batching.max_batch_size != 0)
     feed = io.warm_feed()
-    for _ in range(2):
+    for _ in range(2 if config.warmup else 1):  # one run even without warm-up: a model that cannot run fails here
         outputs = runtime.predict(feed)
-    runtime.warm_spare(feed)
+    if config.warmup:
+        runtime.warm_spare(feed)
     io.postprocess(outputs, None)
     return io, runtime
 
@@ -170,11 +189,15 @@ async def load_served_model(
     decode_pool: Executor,
     *,
     model_name: str | None = None,
+    config: ModelConfig | None = None,
 ) -> ServedModel:
     """The one place a served model is built: parts loaded off the loop, batcher started on it.
-    ``model_name``: the name the bundle must carry (default: its parent folder's name)."""
+    ``model_name``: the name the bundle must carry (default: its parent folder's name);
+    ``config``: the model's config.yaml (its overrides applied to ``settings`` here)."""
     start = time.perf_counter()
+    config = config or ModelConfig()
     loop = asyncio.get_running_loop()
     bundle = await loop.run_in_executor(None, partial(load_bundle, folder, model_name=model_name))  # checksums verified
-    io, runtime = await loop.run_in_executor(None, load_parts, bundle, settings)
-    return ServedModel(io, runtime, settings, metrics, decode_pool, time.perf_counter() - start)
+    settings = config.effective_settings(bundle.name, settings)
+    io, runtime = await loop.run_in_executor(None, load_parts, bundle, settings, config)
+    return ServedModel(io, runtime, settings, metrics, decode_pool, time.perf_counter() - start, config)

@@ -65,13 +65,15 @@ async def test_discovery_is_the_library_schema_on_both_transports(model_repo: Pa
     assert "aopc" in methods["integrated_gradients"]["parameters"]["properties"]
 
 
-def test_discovery_says_why_a_model_can_run_nothing(image_bundle: Bundle) -> None:
+def test_discovery_for_runtime_only_and_tensor_models(image_bundle: Bundle) -> None:
     def served(**changes: object) -> SimpleNamespace:
         bundle = SimpleNamespace(manifest=image_bundle.manifest.model_copy(update=changes))
         return SimpleNamespace(name="m", version="1", bundle=bundle)
 
-    imported = method_listing(served(architecture=None))  # ONNX/TorchScript only: no eager weights
-    assert imported["methods"] == [] and "no eager weights" in imported["reason"]
+    imported = method_listing(served(architecture=None))  # ONNX/TorchScript only: runs on the runtime
+    assert {m["name"] for m in imported["methods"]} == {"occlusion", "feature_ablation", "shapley_value_sampling",
+                                                        "kernel_shap", "lime"}  # fmt: skip
+    assert not any(m["gradients"] for m in imported["methods"]) and imported["default_method"] == "occlusion"
     tensor = method_listing(served(task="tensor"))
     assert tensor["methods"] == [] and "tensor" in tensor["reason"] and tensor["default_method"] is None
 

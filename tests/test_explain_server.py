@@ -198,7 +198,7 @@ def test_http_text_explain_attention_views(server: ServerProcess) -> None:
         ("tiny-image", {"targets": "[7]"}, 400, "class index"),
         ("tiny-image", {"method": "attention"}, 501, "does not apply"),
         ("tiny-text", {"method": "grad_cam"}, 501, "does not apply"),
-        ("tiny-text", {"method": "lime"}, 501, "unknown explain method"),
+        ("tiny-text", {"method": "no_such_method"}, 501, "unknown explain method"),
     ],
 )
 def test_http_errors_follow_the_table(

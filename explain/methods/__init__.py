@@ -19,13 +19,17 @@ from explain.image_model import VisionTransformer
 from explain.memory import DEFAULT_BUDGET_BYTES
 from explain.methods.attention import AttentionMaps
 from explain.methods.base import IMAGE, TEXT, Explainer, ImageExplainer, Task, TextExplainer
+from explain.methods.feature_ablation import FeatureAblation
 from explain.methods.grad_cam import GradCam
 from explain.methods.gradient_shap import GradientShap
 from explain.methods.integrated_gradients import IntegratedGradients
+from explain.methods.kernel_shap import KernelShap
 from explain.methods.layer_integrated_gradients import LayerIntegratedGradients
+from explain.methods.lime import Lime
 from explain.methods.noise_tunnel import NoiseTunnel
 from explain.methods.occlusion import Occlusion
 from explain.methods.saliency import Saliency
+from explain.methods.shapley_value_sampling import ShapleyValueSampling
 from explain.methods.token_occlusion import TokenOcclusion
 from explain.methods.vit import GradientRollout, VitAttention, VitExplainer, VitGradCam
 from explain.text_model import TextClassifier
@@ -40,6 +44,10 @@ REGISTRY: dict[str, dict[Task, type[Explainer[Any]]]] = {
     "noise_tunnel": {IMAGE: NoiseTunnel},
     "smoothgrad": {IMAGE: NoiseTunnel},
     "attention": {TEXT: AttentionMaps},
+    "feature_ablation": {IMAGE: FeatureAblation},
+    "shapley_value_sampling": {IMAGE: ShapleyValueSampling},
+    "kernel_shap": {IMAGE: KernelShap},
+    "lime": {IMAGE: Lime},
 }
 VIT_REGISTRY: dict[str, type[VitExplainer]] = {
     "attention": VitAttention,
@@ -48,19 +56,24 @@ VIT_REGISTRY: dict[str, type[VitExplainer]] = {
 }
 """Methods that replace or add to the image ones for a vision transformer."""
 DEFAULT_METHOD: dict[Task, str] = {IMAGE: "saliency", TEXT: "integrated_gradients"}
+RUNTIME_DEFAULT_METHOD: dict[Task, str] = {IMAGE: "occlusion", TEXT: "occlusion"}
+"""Defaults for a model without eager weights (gradient-free methods only)."""
 NOISE_TUNNEL_BASES = ("saliency", "integrated_gradients", "gradient_shap")
 
 
-def method_classes(task: Task, vision_transformer: bool = False) -> list[tuple[str, type[Explainer[Any]]]]:
-    """(name, class) of every method for this task, sorted by name."""
+def method_classes(
+    task: Task, vision_transformer: bool = False, gradients: bool = True
+) -> list[tuple[str, type[Explainer[Any]]]]:
+    """(name, class) of every method for this task, sorted by name; ``gradients=False``: only
+    the methods that run on a bare forward function (a model without eager weights)."""
     by_name: dict[str, type[Explainer[Any]]] = {n: t[task] for n, t in REGISTRY.items() if task in t}
     if vision_transformer and task == IMAGE:
         by_name |= VIT_REGISTRY
-    return sorted(by_name.items())
+    return sorted((n, c) for n, c in by_name.items() if gradients or not c.needs_eager)
 
 
-def supported_methods(task: Task, vision_transformer: bool = False) -> list[str]:
-    return [name for name, _ in method_classes(task, vision_transformer)]
+def supported_methods(task: Task, vision_transformer: bool = False, gradients: bool = True) -> list[str]:
+    return [name for name, _ in method_classes(task, vision_transformer, gradients)]
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,8 @@ class ModelContext:
     gradcam_layer: str | None = None
     memory_budget_bytes: int = DEFAULT_BUDGET_BYTES
     vision_transformer: VisionTransformer | None = None
+    gradients: bool = True
+    """False: the model is the served runtime (no eager weights); gradient methods are refused."""
 
 
 def build_explainer(method: str, ctx: ModelContext, *, base_method: str | None = None) -> Explainer[Any]:
@@ -91,7 +106,13 @@ def build_explainer(method: str, ctx: ModelContext, *, base_method: str | None =
         kind = "vision transformer" if vit is not None else f"{ctx.task} model"
         raise UnsupportedMethodError(
             f"method {method!r} does not apply to a {kind} "
-            f"(supported: {', '.join(supported_methods(ctx.task, vit is not None))})"
+            f"(supported: {', '.join(supported_methods(ctx.task, vit is not None, ctx.gradients))})"
+        )
+    if cls.needs_eager and not ctx.gradients:
+        raise ExplainParameterError(
+            f"method {method!r} needs the model's eager weights (gradients, attention maps), and this model has "
+            f"none (served from ONNX/TorchScript only); methods it can run: "
+            f"{', '.join(supported_methods(ctx.task, False, False))}"
         )
     if issubclass(cls, TextExplainer):
         assert isinstance(ctx.model, TextClassifier)
@@ -118,17 +139,22 @@ __all__ = [
     "DEFAULT_METHOD",
     "NOISE_TUNNEL_BASES",
     "REGISTRY",
+    "RUNTIME_DEFAULT_METHOD",
     "VIT_REGISTRY",
     "AttentionMaps",
     "Explainer",
+    "FeatureAblation",
     "GradCam",
     "GradientShap",
     "IntegratedGradients",
+    "KernelShap",
     "LayerIntegratedGradients",
+    "Lime",
     "ModelContext",
     "NoiseTunnel",
     "Occlusion",
     "Saliency",
+    "ShapleyValueSampling",
     "TokenOcclusion",
     "build_explainer",
     "method_classes",

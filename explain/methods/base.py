@@ -29,6 +29,9 @@ class Explainer(ABC, Generic[P]):
     Params: ClassVar[type[MethodParams]]
     gradients: ClassVar[bool] = True
     """Whether the method needs gradients (eager weights); perturbation methods do not."""
+    needs_eager: ClassVar[bool] = True
+    """Whether the method needs the eager model (gradients, attention maps, layers); False for
+    the methods that run on a bare forward function, e.g. the served runtime."""
 
     @classmethod
     def outputs(cls, text: bool) -> list[str]:
@@ -75,7 +78,11 @@ class Explainer(ABC, Generic[P]):
             return self.model(inputs)  # type: ignore[no-any-return]
 
     def fit(self, inputs: ExplainInputs, wanted: int, *, with_grad: bool = True) -> int:
-        """Evaluations per forward pass for ``wanted`` copies within the memory budget."""
+        """Evaluations per forward pass for ``wanted`` copies within the memory budget (and, for a
+        model that is the served runtime, at most the rows it runs fastest per call)."""
+        rows_per_call = getattr(self.model, "rows_per_call", None)
+        if rows_per_call is not None:
+            return max(1, min(wanted, int(rows_per_call)))
         return fit_batch(self.item_bytes(inputs), wanted, self.memory_budget_bytes, with_grad=with_grad)
 
     def item_bytes(self, inputs: ExplainInputs) -> int:

@@ -39,6 +39,7 @@ class Occlusion(ImageExplainer[OcclusionParams]):
     name = "occlusion"
     Params = OcclusionParams
     gradients = False
+    needs_eager = False
 
     def _explain(self, inputs: Any, targets: list[int], params: OcclusionParams) -> Explanation:
         _, c, h, w = inputs.shape  # (batch, C, H, W)

@@ -33,6 +33,7 @@ class TokenOcclusion(TextExplainer[TokenOcclusionParams]):
     name = "occlusion"
     Params = TokenOcclusionParams
     gradients = False
+    needs_eager = False
 
     def _explain(self, inputs: TextInputs, targets: list[int], params: TokenOcclusionParams) -> Explanation:
         token = {"pad": self.model.pad_id, "mask": self.model.mask_id, "unk": self.model.unk_id}[params.baselines]

@@ -1,7 +1,8 @@
-"""Encoded images (JPEG/PNG/WebP bytes) -> FP32 NCHW exactly as the bundle's manifest says.
+"""Encoded images (JPEG/PNG/WebP bytes) -> FP32 images exactly as the bundle's manifest says.
 
 decode (JPEG at reduced size via draft mode when allowed) -> RGB/L -> resize shorter side to
-``resize_size`` -> center crop ``crop_size`` -> scale to [0, 1] -> normalise with mean/std.
+``resize_size`` -> center crop ``crop_size`` -> scale to [0, 1] -> channel order (RGB or BGR)
+-> normalise with mean/std (given in that channel order) -> layout (NCHW or NHWC).
 Sizes follow torchvision's Resize/CenterCrop on PIL images. The pixel count declared in the
 header is checked before any pixel is decoded (decompression-bomb guard).
 """
@@ -27,7 +28,8 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
 
 
 class ImageCodec:
-    """Callable turning a list of encoded images into a (batch, C, H, W) FP32 array."""
+    """Callable turning a list of encoded images into a (batch, C, H, W) FP32 array, or
+    (batch, H, W, C) when the manifest's ``layout`` is NHWC."""
 
     def __init__(self, pre: ImagePreprocessing, *, max_pixels: int, draft: bool = True) -> None:
         self.pre = pre
@@ -41,6 +43,11 @@ class ImageCodec:
 
     def __call__(self, images: Sequence[bytes]) -> np.ndarray:
         size = self.pre.crop_size
+        if self.pre.layout == "NHWC":
+            nhwc = np.empty((len(images), size, size, self.pre.channels), dtype=np.float32)  # (batch, H, W, C)
+            for i, data in enumerate(images):
+                nhwc[i] = self.pixels(data, i)
+            return nhwc
         out = np.empty((len(images), self.pre.channels, size, size), dtype=np.float32)  # (batch, C, H, W)
         for i, data in enumerate(images):
             hwc = self.pixels(data, i)  # (H, W, C) float32, normalised
@@ -48,7 +55,7 @@ class ImageCodec:
         return out
 
     def pixels(self, data: bytes, index: int = 0) -> np.ndarray:
-        """One encoded image -> (crop, crop, C) normalised float32."""
+        """One encoded image -> (crop, crop, C) normalised float32, channels in the manifest's order."""
         image = self._open(data, index)
         pre = self.pre
         try:
@@ -74,6 +81,8 @@ class ImageCodec:
             raise InvalidInput(f"image {index}: cannot decode ({exc})") from None
         if hwc.ndim == 2:
             hwc = hwc[:, :, None]  # (H, W, 1)
+        elif pre.channel_order == "BGR":
+            hwc = hwc[:, :, ::-1]  # (H, W, 3) RGB -> BGR
         return hwc * self.scale + self.offset  # (H, W, C)
 
     def _open(self, data: bytes, index: int) -> Image.Image:

@@ -183,6 +183,13 @@ def _decode_list(header: TensorHeader, data: Any) -> np.ndarray:
     dtype = NUMPY_DTYPES[datatype]
     try:
         array = np.asarray(data)
+        if dtype.kind == "u" and array.dtype.kind == "f":  # ints past INT64's range beside small ones read as float64
+            flat = list(_flatten(data, name))
+            if all(isinstance(x, int) and not isinstance(x, bool) for x in flat):
+                array = np.asarray(flat, dtype=np.object_)
+                if flat and (min(flat) < 0 or max(flat) > np.iinfo(dtype).max):
+                    raise ValueError(f"values out of range for {datatype}")
+                array = array.astype(dtype)
         if array.dtype == np.object_ or array.dtype.kind in "USV":
             raise ValueError("non-numeric or ragged data")
         if datatype == "BOOL" and array.size and array.dtype != np.bool_:

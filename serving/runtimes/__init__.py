@@ -62,7 +62,12 @@ def resolve_device(device: str, kind: RuntimeName) -> str:
 
 
 def load_runtime(bundle: Bundle, settings: ServingSettings) -> Runtime:
+    """The configured runtime; a bundle holding only the other artifact (an imported
+    TorchScript file has no ONNX) gets the runtime it can run."""
     kind = settings.runtime_for(bundle.name)
+    other: RuntimeName = "torchscript" if kind == "onnx" else "onnx"
+    if bundle.manifest.artifact(kind) is None and bundle.manifest.artifact(other) is not None:
+        kind = other
     device = resolve_device(settings.device, kind)
     if kind == "torchscript":
         from serving.runtimes.torchscript import TorchScriptRuntime

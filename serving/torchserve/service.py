@@ -96,10 +96,11 @@ class TorchServeModel:
     # ---- rows -> feeds -------------------------------------------------------------------
     def _tensors(self, item: ItemRequest) -> list[Tensor]:
         """One request's input as batch-of-one v2 tensors for ``ModelIO.prepare``."""
+        raw_input = self.io.raw_input or "image"  # the handler serves classifiers
         if item.kind == "encoded":
-            return [Tensor(self.io.raw_input, "BYTES", bytes_array([item.value], [1]))]
+            return [Tensor(raw_input, "BYTES", bytes_array([item.value], [1]))]
         if item.kind == "text":
-            return [Tensor(self.io.raw_input, "BYTES", bytes_array([item.value.encode("utf-8")], [1]))]
+            return [Tensor(raw_input, "BYTES", bytes_array([item.value.encode("utf-8")], [1]))]
         tensors = []
         for raw in item.value:
             name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
@@ -148,7 +149,7 @@ class TorchServeModel:
         if feeds:
             order = sorted(feeds)
             try:
-                logits = self.runtime.predict(self._join([feeds[i] for i in order]))["logits"]
+                logits = self.runtime.predict(self._join([feeds[i] for i in order]))[self.io.scores or "logits"]
                 probabilities = softmax(np.asarray(logits, dtype=np.float32))  # (batch, classes)
             except Exception as exc:
                 for i in order:
