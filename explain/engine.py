@@ -333,7 +333,9 @@ class BundleExplainer:
             if key not in inputs:
                 raise ExplainParameterError(f"missing input {key!r} (have: {', '.join(inputs) or 'none'})")
             value = inputs[key]
-            return value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
+            if isinstance(value, torch.Tensor):
+                return value
+            return torch.from_numpy(np.require(value, requirements=["C", "W"]))  # copies read-only arrays only
 
         if self.image_pre is not None:
             image = tensor(self.image_input)
