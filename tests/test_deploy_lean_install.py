@@ -46,7 +46,7 @@ NOT_FOR_SERVING = {
 }
 TRAINING_MODULES = {"training", "sklearn", "tensorboard", "jinja2", "ts", "model_archiver", "peft", "onnxscript"}
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # installs torch into a fresh venv: minutes
 
 
 @pytest.fixture(scope="module")

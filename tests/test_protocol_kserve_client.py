@@ -21,7 +21,7 @@ from bench.peers.venvs import ensure_venv
 from tests.support.clients import triton_infer
 from tests.support.server import ServerOptions, ServerProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the first run installs the kserve SDK venv
 CHECK_SCRIPT = Path(__file__).parent / "support" / "kserve_client_check.py"
 
 
