@@ -34,6 +34,7 @@ def _demo_repo(model_repo: Path, dest: Path) -> list[str]:
     return [image_name, text_name, IMAGENET_NAME]
 
 
+@pytest.mark.slow  # seconds of real waiting: make test runs it, test-fast does not
 def test_plan_trains_what_is_missing_and_reuses_the_rest(model_repo: Path, tmp_path: Path) -> None:
     empty = [(s.name, s.action) for s in plan(tmp_path / "none", DEFAULT_RECIPES, quick=False)]
     assert [a for _, a in empty] == ["train", "train", "export"]

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support.server import ServerProcess
@@ -37,6 +38,7 @@ def states_after_one_call(server: ServerProcess, watch_s: float) -> list[grpc.Ch
             return list(seen)
 
 
+@pytest.mark.slow  # seconds of real waiting: make test runs it, test-fast does not
 def test_connection_age_sends_clients_away_and_default_keeps_them(tmp_path: Path) -> None:
     aged_env = {"LUMENSERVE_GRPC_MAX_CONNECTION_AGE": "1", "LUMENSERVE_GRPC_MAX_CONNECTION_AGE_GRACE": "1"}
     with ServerProcess(tmp_path, env=aged_env) as aged, ServerProcess(tmp_path) as plain:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.hardening.metrics import scrape, value
 from tests.support.clients import closed_loop
@@ -25,6 +26,7 @@ NOT_ACCEPTED = ("connection refused", "failed to connect", "unavailable", "remot
                 "connection reset", "connectionreseterror", "connectionclosed")  # fmt: skip
 
 
+@pytest.mark.slow  # seconds of real waiting: make test runs it, test-fast does not
 def test_sigterm_during_load_loses_no_accepted_request(model_repo: Path) -> None:
     env = {"LUMENSERVE_GRACE_PERIOD": str(GRACE), "LUMENSERVE_MAX_QUEUE_DELAY": "0.05"}  # requests sit queued
     x = np.random.default_rng(5).standard_normal((2, 3, 32, 32)).astype(np.float32)
