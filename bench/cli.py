@@ -15,6 +15,9 @@ import click
 
 from lumenserve.env import apply_omp_policy
 
+DEFAULT_BUNDLES = ("fashion-mobilenetv2", "sentiment-minilm")
+"""The bundles ``make demo`` builds from the default recipes (their ``name``)."""
+
 
 @click.command("bench")
 @click.option("--repository", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -43,6 +46,9 @@ from lumenserve.env import apply_omp_policy
     multiple=True,
     help="Bundle for the peers section (repeatable; default: --model), e.g. a 224 px and a 64 px one.",
 )
+@click.option("--cold-start-models", default=",".join(DEFAULT_BUNDLES), show_default=True,
+              help="Comma-separated bundles one server loads for the cold-start section (skipped when "
+                   "the repository lacks one; empty: skip).")  # fmt: skip
 @click.option("--no-training", is_flag=True, help="Skip the training-throughput section.")
 @click.option("--torchserve-omp-wait-policy", "ts_omp", type=click.Choice(["PASSIVE", "ACTIVE", "inherit"]),
               default="PASSIVE", show_default=True,
@@ -61,6 +67,7 @@ def bench_command(
     no_torchserve: bool,
     peers: bool,
     peers_models: tuple[str, ...],
+    cold_start_models: str,
     no_training: bool,
     ts_omp: str,
 ) -> None:
@@ -95,10 +102,15 @@ def bench_command(
     for name in peer_models:
         if not (repository / name).is_dir():
             raise click.BadParameter(f"{repository / name} does not exist", param_hint="--peers-model")
+    cold_models = tuple(name for name in cold_start_models.split(",") if name)
+    if not all((repository / name).is_dir() for name in cold_models):
+        click.echo(f"cold start with {', '.join(cold_models)}: not all in {repository}, section skipped", err=True)
+        cold_models = ()
     command = "lumenserve " + shlex.join(["bench", *sys.argv[2:]]) if len(sys.argv) > 1 else "lumenserve bench"
     with tempfile.TemporaryDirectory(prefix="lumenserve-bench-") as tmp:
         run = BenchRun(repository, model, plan, work_dir or Path(tmp), torchserve=not no_torchserve,
                        training=not no_training, torchserve_omp=torchserve_omp, peers=peer_models,
+                       cold_start_models=cold_models,
                        log=lambda s: click.echo(s, err=True))  # fmt: skip
         result = run.run()
     result["command"] = command

@@ -22,6 +22,9 @@ class BenchPlan:
     overload_s: float = 10.0
     cold_start_extra: int = 2
     """Extra lumenserve starts just for cold-start timing (beyond the servers under test)."""
+    cold_start_defaults: int = 5
+    """Starts of a server holding the default bundles (``--cold-start-models``), no other
+    server running: the median is the cold-start figure."""
     torchserve_batch_size: int = 8
     torchserve_max_batch_delay_ms: int = 5
     training: dict[str, Any] = field(default_factory=lambda: {"rounds": 3})
@@ -39,5 +42,6 @@ QUICK = BenchPlan(
     explain_reps=1,
     overload_s=2.0,
     cold_start_extra=0,
+    cold_start_defaults=1,
     training={"samples": 32, "image_size": 32, "batch_size": 16, "rounds": 1},
 )

@@ -52,6 +52,7 @@ class BenchRun:
         training: bool = True,
         torchserve_omp: str | None = None,
         peers: tuple[str, ...] = (),
+        cold_start_models: tuple[str, ...] = (),
         log: Callable[[str], None] = print,
     ) -> None:
         self.repository = repository.resolve()
@@ -62,6 +63,8 @@ class BenchRun:
         self.with_training = training
         self.torchserve_omp = torchserve_omp
         """OMP_WAIT_POLICY for TorchServe (None: unset, its default), whatever this process uses."""
+        self.cold_start_models = cold_start_models
+        """Bundles one server loads together for the cold-start section (the default bundles); () skips it."""
         self.peer_models = peers
         """Bundles (names in the repository) on which KServe and MLServer are measured; () skips them."""
         self.log = log
@@ -101,6 +104,8 @@ class BenchRun:
             self._section("perf_analyzer", self.perf_analyzer)
         finally:
             self.stop_servers()
+        if self.cold_start_models:  # after the other servers stopped: nothing else runs
+            self._section("cold_start_defaults", self.cold_start_defaults)
         for name in self.peer_models:  # after the other servers stopped: three fresh servers per bundle
             self._section(f"peers_{name}", functools.partial(self.peers, name))
         if self.with_training:
@@ -158,6 +163,26 @@ class BenchRun:
                 "single-model start timed separately" if ts_cold else "start of the store with both archives"
             )
         self.result["cold_start"] = cold
+
+    def cold_start_defaults(self) -> None:
+        """Spawn-to-ready of one server holding ``cold_start_models``, started alone each time,
+        with its RSS when ready (predictions only: explain loads on first use)."""
+        runs: list[float] = []
+        rss: list[int] = []
+        for i in range(self.plan.cold_start_defaults):
+            server = start_lumenserve(self.repository, self.cold_start_models, self.work_dir / "logs",
+                                      label=f"lumenserve-defaults-{i}")  # fmt: skip
+            try:
+                runs.append(server.cold_start_s)
+                rss.append(server.rss_bytes())
+            finally:
+                server.stop()
+        self.result["cold_start_defaults"] = {
+            "models": list(self.cold_start_models),
+            "runs_s": runs,
+            "median_s": statistics.median(runs),
+            "rss_ready_bytes": rss,
+        }
 
     def _ts_scratch(self) -> Path:
         """A short scratch folder in $TMPDIR: TorchServe puts its workers' unix sockets there, and

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +76,7 @@ class LumenProcess:
 
 def start_lumenserve(
     repository: Path,
-    model: str,
+    model: str | Sequence[str],
     log_dir: Path,
     *,
     label: str = "lumenserve",
@@ -83,11 +84,14 @@ def start_lumenserve(
     extra_args: tuple[str, ...] = (),
     timeout_s: float = 120.0,
 ) -> LumenProcess:
-    """Spawn ``python -m lumenserve serve`` on free ports and wait for its ready line."""
+    """Spawn ``python -m lumenserve serve`` (``model``: one name or several) on free ports and
+    wait for its ready line."""
+    models = [model] if isinstance(model, str) else list(model)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{label}.log"
     env = dict(os.environ) | {"ORT_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"} | (env_extra or {})
-    cmd = [sys.executable, "-m", "lumenserve", "serve", "--repository", str(repository), "--models", model,
+    cmd = [sys.executable, "-m", "lumenserve", "serve", "--repository", str(repository),
+           *(arg for name in models for arg in ("--models", name)),
            "--http-port", "0", "--grpc-port", "0", "--log-level", "warning", *extra_args]  # fmt: skip
     with log_path.open("wb") as log:
         start = time.perf_counter()

@@ -41,7 +41,7 @@ def serve_command(config_file: Path | None, models: tuple[str, ...], log_level: 
     configure_logging(log_level, settings.log_format)
     import asyncio
 
-    from serving.server import LumenServer
+    from serving.server import LumenServer, event_loop_factory
 
     async def main() -> None:
         server = LumenServer(settings)
@@ -51,7 +51,8 @@ def serve_command(config_file: Path | None, models: tuple[str, ...], log_level: 
     from serving.errors import ServingError
 
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
+            runner.run(main())
     except (BundleError, ServingError, OSError, RuntimeError) as exc:  # bad repository, port taken, ...
         raise click.ClickException(f"lumenserve serve failed: {exc}") from exc
     # Drained: every accepted request is answered. What may still run is background work no

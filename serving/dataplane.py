@@ -124,13 +124,13 @@ class DataPlane:
         meta["versions"] = self.repository.versions_of(name)
         return meta
 
-    def model_config(self, name: str, version: str = "") -> dict[str, Any]:
+    async def model_config(self, name: str, version: str = "") -> dict[str, Any]:
         """Triton's model configuration extension (``inference.ModelConfig`` as JSON); the
         explain methods the model can run travel as the ``explain_methods`` parameter."""
         model = self.repository.get(name, version)
         config = model.triton_config()
         if self.explain_service is not None:
-            names = [method["name"] for method in self.explain_service.methods(model)["methods"]]
+            names = [method["name"] for method in (await self.explain_service.methods(model))["methods"]]
             config["parameters"]["explain_methods"] = {"string_value": ",".join(names)}
         return config
 
@@ -147,11 +147,11 @@ class DataPlane:
             models = [m for n in sorted(self.repository.models) for m in self.repository.ready_versions(n)]
         return [m.statistics.as_dict(m.name, m.version) for m in models]
 
-    def explain_methods(self, name: str, version: str = "") -> dict[str, Any]:
+    async def explain_methods(self, name: str, version: str = "") -> dict[str, Any]:
         """The explain methods this model can run, each with its parameters as JSON Schema."""
         if self.explain_service is None:
             raise Unimplemented("explain is not available on this server")
-        return self.explain_service.methods(self.repository.get(name, version))
+        return await self.explain_service.methods(self.repository.get(name, version))
 
     # ---- the two roads ------------------------------------------------------------------
     async def infer(self, request: InferenceRequest, protocol: str) -> InferenceResponse:

@@ -30,6 +30,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -73,6 +74,37 @@ class ExplainEngine(Protocol):
     def methods(self, model: ServedModel) -> dict[str, Any]:
         """Discovery: the methods this model can run, each with its parameters as JSON Schema."""
         ...
+
+
+class LazyEngine:
+    """An engine built on its first use (in an explain thread or a discovery call), so a server
+    that only predicts never imports what the engine needs (torch, Captum, the eager twins)."""
+
+    def __init__(self, build: Callable[[], ExplainEngine]) -> None:
+        self._build = build
+        self._engine: ExplainEngine | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        return self._engine is not None
+
+    def _get(self) -> ExplainEngine:
+        with self._lock:
+            if self._engine is None:
+                began = time.perf_counter()
+                self._engine = self._build()
+                log.info("explain engine loaded in %.2f s (first explain or discovery)", time.perf_counter() - began)
+            return self._engine
+
+    def explain(self, model: ServedModel, request: InferenceRequest, parsed: ParsedRequest) -> InferenceResponse:
+        return self._get().explain(model, request, parsed)
+
+    def warm(self, model: ServedModel) -> None:
+        self._get().warm(model)
+
+    def methods(self, model: ServedModel) -> dict[str, Any]:
+        return self._get().methods(model)
 
 
 def _lower_priority(nice: int) -> None:
@@ -176,10 +208,14 @@ class ExplainService:
                 job.state = "done"
                 self._pending -= 1
 
-    def methods(self, model: ServedModel) -> dict[str, Any]:
+    async def methods(self, model: ServedModel) -> dict[str, Any]:
         """The discovery answer for ``model`` (cheap: no twin is built for it), with this
-        server's ``explain_parameter_max`` as the published maxima."""
-        answer = self.engine.methods(model)
+        server's ``explain_parameter_max`` as the published maxima. The first call of a lazily
+        loaded engine imports it in a thread, off the event loop."""
+        if isinstance(self.engine, LazyEngine) and not self.engine.built:
+            answer = await asyncio.to_thread(self.engine.methods, model)
+        else:
+            answer = self.engine.methods(model)
         for method in answer.get("methods", []):
             for name, schema in method["parameters"]["properties"].items():
                 if name in self.parameter_max:

@@ -87,10 +87,10 @@ class ModelIO:
             self.image_input = self.manifest.inputs[0].name
             self.image_codec = ImageCodec(pre, max_pixels=settings.max_image_pixels, draft=settings.image_draft)
         elif isinstance(pre, TextPreprocessing):
-            from lumenserve.bundle.eager import load_tokenizer
+            from lumenserve.bundle.eager import load_serving_tokenizer
 
             self.raw_input = RAW_TEXT_INPUT
-            tokenizer = load_tokenizer(bundle)
+            tokenizer = load_serving_tokenizer(bundle)
             self.text_codec = TextCodec(tokenizer, pre, max_chars=settings.max_text_chars)
             self.vocab_size = len(tokenizer)
             self.max_length = pre.max_length

@@ -13,6 +13,7 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -20,7 +21,7 @@ import uvicorn
 from lumenserve.bundle import BundleError
 from serving import observe, tracing
 from serving.dataplane import DataPlane
-from serving.explain_service import ExplainEngine, ExplainService
+from serving.explain_service import ExplainEngine, ExplainService, LazyEngine
 from serving.grpc.server import build_grpc_server
 from serving.grpc.servicer import HealthTracker
 from serving.http.app import build_app
@@ -45,12 +46,31 @@ def build_explain_service(
     if not settings.explain:
         return None
     if engine is None:
-        from serving.explain_backend import CaptumEngine, check_parameter_max  # loads torch: only when explain is on
 
-        check_parameter_max(settings.explain_parameter_max)
-        engine = CaptumEngine(metrics)
+        def captum_engine() -> ExplainEngine:
+            from serving.explain_backend import CaptumEngine  # loads torch and Captum
 
+            return CaptumEngine(metrics)
+
+        engine = LazyEngine(captum_engine)
+        if settings.explain_parameter_max:  # checked at startup: a bad maximum stops the server
+            from serving.explain_backend import check_parameter_max
+
+            check_parameter_max(settings.explain_parameter_max)
     return ExplainService(settings, metrics, engine)
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The ``event_loop`` setting as an ``asyncio.Runner`` loop factory (None: the standard loop)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise RuntimeError("event_loop is uvloop but uvloop is not installed (pip install uvloop)") from None
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
 class _Uvicorn(uvicorn.Server):
@@ -121,7 +141,7 @@ class LumenServer:
             await asyncio.sleep(0.01)
         await self.health.refresh()
         await self.repository.load_startup_models()
-        if self.explain is not None:  # the explain twins' startup check, in the background
+        if self.explain is not None and settings.explain_warm:  # the explain twins, in the background
             for versions in self.repository.models.values():
                 for model in versions.values():
                     self.explain.warm(model)

@@ -56,6 +56,17 @@ def build_eager_model(bundle: Bundle) -> torch.nn.Module:
     return model.eval()
 
 
+def load_serving_tokenizer(bundle: Bundle) -> Any:
+    """The bundle's tokenizer for serving: read with the ``tokenizers`` library when the bundle
+    holds a ``tokenizer.json`` (no transformers, no torch), else transformers'."""
+    from lumenserve.bundle.text import FileTokenizer
+
+    pre = bundle.manifest.preprocessing
+    if isinstance(pre, TextPreprocessing) and FileTokenizer.usable(bundle.subdir(pre.tokenizer_dir)):
+        return FileTokenizer(bundle.subdir(pre.tokenizer_dir), pre)
+    return load_tokenizer(bundle)
+
+
 def load_tokenizer(bundle: Bundle) -> Any:
     """The bundle's tokenizer (text bundles only)."""
     pre = bundle.manifest.preprocessing

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -356,6 +357,8 @@ def serve(repo: Path, models: list[str], host: str, http_port: int, grpc_port: i
             cwd=PROJECT_ROOT,
             stdout=log_fh,
             stderr=subprocess.STDOUT,
+            # the page explains at once: build the explain twins while the page loads (unless set)
+            env={"LUMENSERVE_EXPLAIN_WARM": "true", **os.environ},
             start_new_session=True,  # Ctrl-C reaches the demo only; it stops the server gracefully
             preexec_fn=die_with_parent(),
         )

@@ -151,7 +151,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @mapped_errors
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
-        config = self.dataplane.model_config(request.name, request.version)
+        config = await self.dataplane.model_config(request.name, request.version)
         return pb.ModelConfigResponse(config=json_format.ParseDict(config, model_config_pb2.ModelConfig()))
 
     @mapped_errors
@@ -204,7 +204,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
     async def ModelExplainMethods(
         self, request: explain_pb2.ModelExplainMethodsRequest, context: Any
     ) -> explain_pb2.ModelExplainMethodsResponse:
-        answer = self.dataplane.explain_methods(request.name, request.version)
+        answer = await self.dataplane.explain_methods(request.name, request.version)
         return explain_pb2.ModelExplainMethodsResponse(methods_json=json.dumps(answer))
 
 

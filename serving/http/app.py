@@ -203,7 +203,7 @@ class RestApi:
     @mapped_errors
     async def model_config(self, request: Request) -> Response:
         params = request.path_params
-        return json_response(self.dataplane.model_config(params["model"], params.get("version", "")))
+        return json_response(await self.dataplane.model_config(params["model"], params.get("version", "")))
 
     @mapped_errors
     async def statistics(self, request: Request) -> Response:
@@ -249,7 +249,7 @@ class RestApi:
     @mapped_errors
     async def explain_methods(self, request: Request) -> Response:
         params = request.path_params
-        return json_response(self.dataplane.explain_methods(params["model"], params.get("version", "")))
+        return json_response(await self.dataplane.explain_methods(params["model"], params.get("version", "")))
 
     @mapped_errors
     async def models(self, request: Request) -> Response:
