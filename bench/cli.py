@@ -50,6 +50,14 @@ DEFAULT_BUNDLES = ("fashion-mobilenetv2", "sentiment-minilm")
               help="Comma-separated bundles one server loads for the cold-start section (skipped when "
                    "the repository lacks one; empty: skip).")  # fmt: skip
 @click.option("--no-training", is_flag=True, help="Skip the training-throughput section.")
+@click.option(
+    "--no-runtime-explain",
+    is_flag=True,
+    help="Skip the explanations of an imported ONNX model on the served runtime (perturbation methods).",
+)
+@click.option("--no-serving", is_flag=True,
+              help="Start no server: skip cold start, throughput, explain, overload and TorchServe "
+                   "(e.g. with --no-training to run only the runtime-explain section).")  # fmt: skip
 @click.option("--torchserve-omp-wait-policy", "ts_omp", type=click.Choice(["PASSIVE", "ACTIVE", "inherit"]),
               default="PASSIVE", show_default=True,
               help="OMP_WAIT_POLICY for TorchServe's workers. On a busy shared machine torch's default "
@@ -69,11 +77,13 @@ def bench_command(
     peers_models: tuple[str, ...],
     cold_start_models: str,
     no_training: bool,
+    no_runtime_explain: bool,
+    no_serving: bool,
     ts_omp: str,
 ) -> None:
     """Benchmark a bundle: in-process ceiling, lumenserve over gRPC/HTTP, TorchServe, explain,
-    cold start, overload and training throughput, interleaved in one run; with --peers also
-    KServe and MLServer on the same ONNX file."""
+    cold start, overload, explanations of an imported ONNX model and training throughput,
+    interleaved in one run; with --peers also KServe and MLServer on the same ONNX file."""
     # The in-process contenders (Captum, training) run with the OpenMP policy the server uses by
     # default (lumenserve/env.py); TorchServe gets --torchserve-omp-wait-policy.
     caller_omp = os.environ.get("OMP_WAIT_POLICY")
@@ -109,7 +119,8 @@ def bench_command(
     command = "lumenserve " + shlex.join(["bench", *sys.argv[2:]]) if len(sys.argv) > 1 else "lumenserve bench"
     with tempfile.TemporaryDirectory(prefix="lumenserve-bench-") as tmp:
         run = BenchRun(repository, model, plan, work_dir or Path(tmp), torchserve=not no_torchserve,
-                       training=not no_training, torchserve_omp=torchserve_omp, peers=peer_models,
+                       training=not no_training, serving=not no_serving,
+                       runtime_explain=not no_runtime_explain, torchserve_omp=torchserve_omp, peers=peer_models,
                        cold_start_models=cold_models,
                        log=lambda s: click.echo(s, err=True))  # fmt: skip
         result = run.run()

@@ -29,6 +29,8 @@ class BenchPlan:
     torchserve_max_batch_delay_ms: int = 5
     training: dict[str, Any] = field(default_factory=lambda: {"rounds": 3})
     """Keyword arguments for ``bench.train_throughput.run``."""
+    runtime_explain: dict[str, Any] = field(default_factory=lambda: {"image_size": 224, "rounds": 4})
+    """Keyword arguments for ``bench.runtime_explain.run`` (the full run measures at 224 px)."""
 
 
 FULL = BenchPlan()
@@ -44,4 +46,5 @@ QUICK = BenchPlan(
     cold_start_extra=0,
     cold_start_defaults=1,
     training={"samples": 32, "image_size": 32, "batch_size": 16, "rounds": 1},
+    runtime_explain={"image_size": 32, "rounds": 1},
 )

@@ -3,8 +3,9 @@
 Order: servers start (cold start recorded) -> one explanation on each lumenserve server
 (so torch's OpenMP threads exist, as in a server that explains) -> interleaved rounds of
 the ceiling sweep and the load sweep over every contender -> explain -> overload ->
-training throughput (servers stopped) -> perf_analyzer when installed. A section that
-fails records its error and the run goes on.
+perf_analyzer when installed -> (servers stopped) peers -> explanations of an imported ONNX
+model on the served runtime -> training throughput. A section that fails records its error
+and the run goes on.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class BenchRun:
         *,
         torchserve: bool = True,
         training: bool = True,
+        serving: bool = True,
+        runtime_explain: bool = True,
         torchserve_omp: str | None = None,
         peers: tuple[str, ...] = (),
         cold_start_models: tuple[str, ...] = (),
@@ -61,6 +64,9 @@ class BenchRun:
         self.work_dir = work_dir.resolve()
         self.with_torchserve = torchserve
         self.with_training = training
+        self.with_serving = serving
+        """False: no lumenserve or TorchServe servers (cold start, throughput, explain, overload skipped)."""
+        self.with_runtime_explain = runtime_explain
         self.torchserve_omp = torchserve_omp
         """OMP_WAIT_POLICY for TorchServe (None: unset, its default), whatever this process uses."""
         self.cold_start_models = cold_start_models
@@ -95,19 +101,22 @@ class BenchRun:
                 "torchserve": self.torchserve_omp or "unset (its default)",
             },
         }
-        try:
-            self._section("servers", self.start_servers)
-            self._section("warm_explain", self.warm_explain)
-            self._section("throughput", lambda: asyncio.run(self.throughput()))
-            self._section("explain", self.explain)
-            self._section("overload", lambda: asyncio.run(self.overload()))
-            self._section("perf_analyzer", self.perf_analyzer)
-        finally:
-            self.stop_servers()
-        if self.cold_start_models:  # after the other servers stopped: nothing else runs
+        if self.with_serving:
+            try:
+                self._section("servers", self.start_servers)
+                self._section("warm_explain", self.warm_explain)
+                self._section("throughput", lambda: asyncio.run(self.throughput()))
+                self._section("explain", self.explain)
+                self._section("overload", lambda: asyncio.run(self.overload()))
+                self._section("perf_analyzer", self.perf_analyzer)
+            finally:
+                self.stop_servers()
+        if self.with_serving and self.cold_start_models:  # after the other servers stopped: nothing else runs
             self._section("cold_start_defaults", self.cold_start_defaults)
         for name in self.peer_models:  # after the other servers stopped: three fresh servers per bundle
             self._section(f"peers_{name}", functools.partial(self.peers, name))
+        if self.with_runtime_explain:  # in this process, no server running
+            self._section("runtime_explain", self.runtime_explain)
         if self.with_training:
             self._section("training", self.training)
         self.result["total_s"] = time.perf_counter() - start
@@ -356,6 +365,13 @@ class BenchRun:
         bundle = load_bundle(self.repository / model / _latest_version(self.repository / model))
         measured = run_peers(bundle, self.repository, self.plan, self.work_dir / "peers", self.log)
         self.result.setdefault("peers", {})[f"{measured['image_size']}px"] = measured
+
+    # ---- explanations of an imported ONNX model (no eager weights) ------------------------
+    def runtime_explain(self) -> None:
+        from bench.runtime_explain import run as runtime_explain
+
+        folder = self.work_dir / "runtime_explain"
+        self.result["runtime_explain"] = runtime_explain(folder=folder, log=self.log, **self.plan.runtime_explain)
 
     # ---- training -----------------------------------------------------------------------
     def training(self) -> None:

@@ -56,6 +56,12 @@ def test_quick_bench_produces_every_figure(model_repo: Path, tmp_path: Path) -> 
     assert _positive(overload["goodput_per_s"]) and overload["server_alive_after"] is True
     assert overload["ok"] + overload["rejected"] + overload["failed"] > 0
     assert _positive(result["training"]["ratio"])
+    runtime_explain = result["runtime_explain"]  # the quick plan: a 32 px imported ONNX model
+    assert runtime_explain["image_size"] == 32 and set(runtime_explain["methods"]) == {"occlusion", "kernel_shap"}
+    for method, m in runtime_explain["methods"].items():
+        assert _positive(m["lumenserve_s"]) and _positive(m["ratio"]), (method, m)
+        assert set(m["captum_ort_s"]) == {"1", "8", "64"} and all(map(_positive, m["captum_ort_s"].values()))
+        assert m["forward_rows"] > 1, (method, m)  # the perturbations really ran on the runtime
 
     targets = {t["target"]: t for t in result["targets"]}
     assert "cold start to ready, lumenserve (median)" in targets
@@ -67,4 +73,6 @@ def test_quick_bench_produces_every_figure(model_repo: Path, tmp_path: Path) -> 
 
     text = markdown.read_text()
     assert "## Targets" in text and "| lumenserve_grpc_bytes | 1 |" in text
+    assert "## Explanations of an imported ONNX model on the served runtime (32 px" in text
+    assert "| occlusion (window 4, stride 2, pe " in text
     assert "HAND-WRITTEN ANALYSIS" in text and "old tables" not in text

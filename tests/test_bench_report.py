@@ -126,3 +126,40 @@ def test_peer_targets_and_table() -> None:
     assert "| kserve | 3.00 | 150 | 200 | 2.00 |" in text and "| mlserver | 5.00 | 350 | 800 | 0.50 |" in text
     assert "| tensor | 8 | 300.0 / 100.0 / 50.0 | 3.00 | 6.00 | 20.00 / 80.00 / 160.00 | 0.25 | 0.12 |" in text
     assert "| 4.00 / 6.00 / 20.00 | 0 |" in text
+
+
+def _runtime_method(params: dict[str, int], ours: float, bare: dict[str, float]) -> dict[str, object]:
+    best = min(bare, key=bare.__getitem__)
+    return {"params": params, "perturbations_per_eval": 1, "forward_rows": 227, "lumenserve_s": ours,
+            "captum_ort_s": bare, "reference_per_eval": int(best), "ratio": ours / bare[best]}  # fmt: skip
+
+
+RUNTIME_EXPLAIN = {
+    "model": "mobilenet_v2, random weights, 10 classes",
+    "image_size": 224,
+    "rounds": 4,
+    "device": "cpu",
+    "instances": 2,
+    "lean_params": {"infidelity": False, "deletion_steps": 0, "render_png": False},
+    "methods": {
+        "occlusion": _runtime_method({"window": 28, "stride": 14}, 3.3, {"1": 3.0, "8": 3.5, "64": 3.6}),
+        "kernel_shap": _runtime_method({"patch": 28, "n_samples": 128}, 2.6, {"1": 2.4, "8": 2.0, "64": 3.0}),
+    },
+}
+
+
+def test_runtime_explain_target_and_table() -> None:
+    targets = {t["target"]: t for t in evaluate_targets({"runtime_explain": RUNTIME_EXPLAIN})}
+    name = "explain {} of an imported 224 px ONNX model: lumenserve / fastest bare Captum + ORT"
+    occlusion, kernel_shap = targets[name.format("occlusion")], targets[name.format("kernel_shap")]
+    assert abs(occlusion["value"] - 1.1) < 1e-9 and occlusion["met"] is True  # 3.3 / 3.0 (pe 1)
+    assert abs(kernel_shap["value"] - 1.3) < 1e-9 and kernel_shap["met"] is False  # 2.6 / 2.0 (pe 8)
+    skipped = [t for t in evaluate_targets({}) if "imported" in t["target"]]
+    assert len(skipped) == 1 and skipped[0]["met"] is None  # --no-runtime-explain: listed, not measured
+    text = render_markdown({"runtime_explain": RUNTIME_EXPLAIN}, "lumenserve bench")
+    assert "## Explanations of an imported ONNX model on the served runtime (224 px" in text
+    assert (
+        "| occlusion (window 28, stride 14, pe 1) | 227 | 3.300 | 3.000 | 3.500 | 3.600 | 1.10x | <= 1.2x | **met** |"
+        in text
+    )
+    assert "| kernel_shap (patch 28, n_samples 128, pe 1) | 227 | 2.600 | 2.400 | 2.000 | 3.000 | 1.30x |" in text
