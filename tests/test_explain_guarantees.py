@@ -18,7 +18,8 @@ import pytest
 from serving.errors import DeadlineExceeded, Unavailable
 from serving.http.app import build_app
 from serving.protogen import explain_pb2_grpc
-from tests.support.inprocess import BlockingEngine, Stack, grpc_channel, image_request, serving_stack, wait_for
+from tests.support.inprocess import BlockingEngine, Stack, grpc_channel, image_request, serving_stack
+from tests.support.waiting import wait_until_async
 from tests.test_inprocess_serving import grpc_image_request, image_body
 
 MODEL = {"model": "tiny-image", "version": "1"}
@@ -31,7 +32,7 @@ def rejected(stack: Stack, reason: str) -> float:
 async def occupy_the_explain_thread(stack: Stack, engine: BlockingEngine) -> asyncio.Task[Any]:
     """One explanation running (blocked in the engine): the next ones queue."""
     running = asyncio.ensure_future(stack.dataplane.explain(image_request(), "test"))
-    await wait_for(lambda: engine.started == 1, what="the first explanation to start")
+    await wait_until_async(lambda: engine.started == 1, what="the first explanation to start")
     return running
 
 
@@ -64,7 +65,7 @@ async def test_grpc_deadline_is_deadline_exceeded(model_repo: Path) -> None:
             assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             # the server's own timer and grpc's cancellation at the deadline race: either counts it once
             left = lambda: rejected(stack, "deadline") + rejected(stack, "cancelled")  # noqa: E731
-            await wait_for(lambda: left() == 1, what="the abandoned explanation to be counted")
+            await wait_until_async(lambda: left() == 1, what="the abandoned explanation to be counted")
             assert stack.sample("lumenserve_explain_queue_depth") == 0
         engine.release.set()
         await running
@@ -76,9 +77,11 @@ async def test_grpc_cancel_takes_the_explanation_out_of_the_queue(model_repo: Pa
         running = await occupy_the_explain_thread(stack, engine)
         async with grpc_channel(stack) as channel:
             call = explain_pb2_grpc.ExplainServiceStub(channel).ModelExplain(grpc_image_request())
-            await wait_for(lambda: stack.sample("lumenserve_explain_queue_depth") == 1, what="a queued explanation")
+            await wait_until_async(
+                lambda: stack.sample("lumenserve_explain_queue_depth") == 1, what="a queued explanation"
+            )
             call.cancel()
-            await wait_for(lambda: rejected(stack, "cancelled") == 1, what="the cancellation to be counted")
+            await wait_until_async(lambda: rejected(stack, "cancelled") == 1, what="the cancellation to be counted")
             assert stack.sample("lumenserve_explain_queue_depth") == 0
         engine.release.set()
         await running
@@ -110,7 +113,7 @@ async def test_http_disconnect_takes_the_explanation_out_of_the_queue(model_repo
                  "root_path": "", "headers": [(b"content-type", b"application/json")],
                  "client": ("127.0.0.1", 1), "server": ("test", 80)}  # fmt: skip
         call = asyncio.ensure_future(app(scope, receive, send))
-        await wait_for(lambda: stack.sample("lumenserve_explain_queue_depth") == 1, what="a queued explanation")
+        await wait_until_async(lambda: stack.sample("lumenserve_explain_queue_depth") == 1, what="a queued explanation")
         gone.set()
         await call
         assert rejected(stack, "cancelled") == 1
@@ -127,7 +130,7 @@ async def test_queue_full_is_unavailable_with_its_own_metrics(model_repo: Path) 
     async with serving_stack(model_repo, ["tiny-image"], engine, **settings) as stack:
         running = await occupy_the_explain_thread(stack, engine)
         queued = asyncio.ensure_future(stack.dataplane.explain(image_request(), "test"))
-        await wait_for(lambda: stack.sample("lumenserve_explain_queue_depth") == 1, what="a queued explanation")
+        await wait_until_async(lambda: stack.sample("lumenserve_explain_queue_depth") == 1, what="a queued explanation")
         with pytest.raises(Unavailable, match="explain queue full"):
             await stack.dataplane.explain(image_request(), "test")
         async with grpc_channel(stack) as channel:

@@ -7,10 +7,8 @@ Explain engines are injected (tests pass their own :class:`serving.explain_backe
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,15 +57,6 @@ async def serving_stack(repo: Path, models: list[str], engine: Any = None, **ove
         if explain is not None:
             explain.close()
         await repository.close()
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll ``condition`` on the event loop until it holds (never a fixed sleep)."""
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 class BlockingEngine:

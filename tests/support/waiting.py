@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -23,3 +24,12 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{details()}".rstrip())
         time.sleep(interval)
+
+
+async def wait_until_async(predicate: Callable[[], object], timeout: float = 30.0, what: str = "the condition") -> None:
+    """:func:`wait_until` for code on the event loop: poll ``predicate`` between loop turns."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(0.005)
