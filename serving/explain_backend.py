@@ -203,8 +203,7 @@ def check_model_config(model: ServedModel, parsed: ParsedRequest, feed: dict[str
     config = model.config.explain
     if not config.enabled:
         raise Unimplemented(f"explanations are turned off for model {model.name!r} (config.yaml explain.enabled)")
-    listed = parsed.params.get("methods")
-    names = str(listed if listed is not None else parsed.method or default).split(",")
+    names = (parsed.methods if parsed.methods is not None else parsed.method or default).split(",")
     if config.methods is not None:
         refused = [n.strip() for n in names if n.strip() not in config.methods]
         if refused:

@@ -452,6 +452,11 @@ async def test_runtime_only_classifier_is_explained_by_perturbation(tmp_path: Pa
         lime = InferenceRequest("nhwc", inputs=[Tensor("image", "BYTES", raw)], parameters={"method": "lime"})
         with pytest.raises(InvalidInput, match=r"not enabled .*explain.methods: occlusion"):
             await stack.dataplane.explain(lime, "test")
+        compare = InferenceRequest(
+            "nhwc", inputs=[Tensor("image", "BYTES", raw)], parameters={"methods": "occlusion,lime"}
+        )
+        with pytest.raises(InvalidInput, match=r"method lime is not enabled"):  # a compare request too
+            await stack.dataplane.explain(compare, "test")
         assert [m["name"] for m in (await http_c.get("/v2/models/nhwc/explain")).json()["methods"]] == ["occlusion"]
         (repo / "nhwc" / "config.yaml").write_text("explain:\n  enabled: false\n")
         await stack.repository.load("nhwc")
