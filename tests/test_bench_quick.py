@@ -26,7 +26,8 @@ def test_quick_bench_produces_every_figure(model_repo: Path, tmp_path: Path) -> 
     markdown.write_text("old tables\n<!-- analysis: everything below this line is kept when the harness rewrites "
                         "the file -->\nHAND-WRITTEN ANALYSIS\n")  # fmt: skip
     cmd = [sys.executable, "-m", "lumenserve", "bench", "--repository", str(model_repo), "--model", "tiny-image",
-           "--quick", "--out", str(out), "--markdown", str(markdown), "--work-dir", str(tmp_path / "work")]  # fmt: skip
+           "--quick", "--out", str(out), "--markdown", str(markdown), "--work-dir", str(tmp_path / "work"),
+           "--cold-start-models", "tiny-image,tiny-text"]  # fmt: skip
     env = dict(os.environ, ORT_DISABLE_TELEMETRY="1")
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
@@ -52,6 +53,9 @@ def test_quick_bench_produces_every_figure(model_repo: Path, tmp_path: Path) -> 
             assert _positive(case["median_s"][contender]), (key, contender, result["explain"]["errors"])
     assert _positive(result["cold_start"]["lumenserve_median_s"])
     assert _positive(result["cold_start"]["torchserve_median_s"])
+    defaults = result["cold_start_defaults"]  # one server holding both bundles, started alone
+    assert defaults["models"] == ["tiny-image", "tiny-text"] and len(defaults["runs_s"]) == 1
+    assert _positive(defaults["median_s"]) and all(map(_positive, defaults["rss_ready_bytes"]))
     overload = result["overload"]
     assert _positive(overload["goodput_per_s"]) and overload["server_alive_after"] is True
     assert overload["ok"] + overload["rejected"] + overload["failed"] > 0
@@ -73,6 +77,7 @@ def test_quick_bench_produces_every_figure(model_repo: Path, tmp_path: Path) -> 
 
     text = markdown.read_text()
     assert "## Targets" in text and "| lumenserve_grpc_bytes | 1 |" in text
+    assert "Ready with the default bundles (tiny-image, tiny-text)" in text
     assert "## Explanations of an imported ONNX model on the served runtime (32 px" in text
     assert "| occlusion (window 4, stride 2, pe " in text
     assert "HAND-WRITTEN ANALYSIS" in text and "old tables" not in text
