@@ -235,10 +235,18 @@ def insertion_curve_text(
     return _text_curve(model, inputs, token_scores, targets, steps=steps, insertion=True, batch_size=batch_size)
 
 
+def random_attributions(inputs: torch.Tensor | TextInputs, seed: int = 0) -> torch.Tensor:
+    """A random attribution, the reference every method's scores are compared with: uniform noise
+    in [0, 1), one value per pixel (images: (batch, 1, H, W)) or per token (text: (batch, seq)),
+    so every ordering of the pixels or tokens is equally likely."""
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(inputs, TextInputs):
+        return torch.rand(inputs.input_ids.shape, generator=g)  # (batch, seq)
+    return torch.rand(inputs.shape[0], 1, *inputs.shape[2:], generator=g)  # (batch, 1, H, W)
+
+
 def random_deletion_auc_image(
     model: torch.nn.Module, inputs: torch.Tensor, targets: list[int], *, steps: int = 10, seed: int = 0
 ) -> torch.Tensor:
     """The deletion AUC of a random pixel ordering (a reference to compare a method's AUC with): (batch,)."""
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.rand(inputs.shape[0], 1, *inputs.shape[2:], generator=g)  # (batch, 1, H, W)
-    return deletion_curve_image(model, inputs, noise, targets, steps=steps).auc
+    return deletion_curve_image(model, inputs, random_attributions(inputs, seed), targets, steps=steps).auc
