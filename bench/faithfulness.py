@@ -14,6 +14,10 @@ scored with the same :func:`explain.faithfulness.score_batch`. Images get ``dele
 
 The markdown table gives per method and score the mean over the items and, in brackets, on
 how many items the method is more faithful than the random attribution of the same item.
+``--random-cells 2,4`` adds random maps as coarse as Grad-CAM's at a 2 x 2 or 4 x 4 layer
+(``random_2x2``, ``random_4x4``, with their own count against the per-pixel one): how
+blocky a ranking is moves the image scores by itself, so a coarse method is also worth
+reading against a random map of its own coarseness.
 """
 
 from __future__ import annotations
@@ -144,9 +148,11 @@ def run(
     steps: ScoreSteps | None = None,
     recipe_path: str | Path | None = None,
     method_params: dict[str, Any] | None = None,
+    random_cells: Sequence[int] = (),
     seed: int = 0,
 ) -> Figures:
-    """Explain ``items`` held-out test items with each method and a random attribution and score them."""
+    """Explain ``items`` held-out test items with each method and a random attribution and score them.
+    ``random_cells`` (images): also a random map as coarse as each of these grids (``random_NxN`` rows)."""
     import torch
 
     from explain import faithfulness
@@ -157,6 +163,8 @@ def run(
     start = time.perf_counter()
     explainer = BundleExplainer(bundle)
     text = explainer.image_pre is None
+    if text and random_cells:
+        raise ValueError("random cells: a coarse random map applies to images only")
     methods = methods or DEFAULT_METHODS[explainer.task]
     score_fields = (steps or ScoreSteps()).params(text)
     chunks, labels, label_names = held_out(explainer, load_recipe_of(bundle, recipe_path), items, seed)
@@ -175,11 +183,13 @@ def run(
             else torch.from_numpy(chunk[explainer.image_input])
         )
         logits = torch.from_numpy(np.stack([item.logits for item in first]))  # (chunk, classes)
-        noise = faithfulness.random_attributions(batch, seed=seed + k)  # (chunk, 1, H, W) or (chunk, seq)
         score_p = ScoreParams.model_validate(score_fields)
-        rand = faithfulness.score_batch(explainer.model, batch, noise, targets, logits, score_p)
         per_method = {r.method: [item.scores for item in r.items] for r in results}
-        per_method[RANDOM] = [{n: float(v[i]) for n, v in rand.items()} for i in range(len(targets))]
+        references = {f"{RANDOM}_{c}x{c}": c for c in random_cells} | {RANDOM: None}
+        for name, cells in references.items():
+            noise = faithfulness.random_attributions(batch, seed + k, cells=cells)  # (chunk, 1, H, W) or (chunk, seq)
+            rand = faithfulness.score_batch(explainer.model, batch, noise, targets, logits, score_p)
+            per_method[name] = [{n: float(v[i]) for n, v in rand.items()} for i in range(len(targets))]
         for method, rows in per_method.items():
             into = figures.scores.setdefault(method, {})
             for row in rows:
@@ -212,6 +222,16 @@ def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def parse_cells(text: str) -> list[int]:
+    try:
+        cells = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise SystemExit(f"--random-cells {text!r}: expected comma-separated integers") from None
+    if any(not 1 <= c <= 64 for c in cells):
+        raise SystemExit(f"--random-cells {text!r}: each grid must have 1 to 64 cells a side")
+    return cells
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     apply_omp_policy("train")  # before torch loads
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -224,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--deletion-steps", type=int, default=10)
     parser.add_argument("--insertion-steps", type=int, default=10)
     parser.add_argument("--road-steps", type=int, default=4, help="images only")
+    parser.add_argument(
+        "--random-cells", default="", help="images: also random maps on these N x N grids, upsampled (e.g. 2,4)"
+    )
     parser.add_argument("--param", action="append", default=[], help="KEY=VALUE for the methods (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="the item sample and the random attribution")
     args = parser.parse_args(argv)
@@ -241,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             steps=ScoreSteps(args.deletion_steps, args.insertion_steps, args.road_steps),
             recipe_path=args.recipe,
             method_params=parse_params(args.param),
+            random_cells=parse_cells(args.random_cells),
             seed=args.seed,
         )
     except (ValueError, ExplainError) as exc:  # bundle, recipe, data and parameter errors name the problem
