@@ -169,6 +169,7 @@ def run(
     score_fields = (steps or ScoreSteps()).params(text)
     chunks, labels, label_names = held_out(explainer, load_recipe_of(bundle, recipe_path), items, seed)
     params = {"render_png": False} | score_fields | (method_params or {})
+    score_p = ScoreParams.model_validate(score_fields)
     same_labels = label_names == explainer.labels
     figures = Figures(model=bundle.name, items=len(labels), correct=0 if same_labels else -1, params=params)
     for k, chunk in enumerate(chunks):
@@ -183,7 +184,6 @@ def run(
             else torch.from_numpy(chunk[explainer.image_input])
         )
         logits = torch.from_numpy(np.stack([item.logits for item in first]))  # (chunk, classes)
-        score_p = ScoreParams.model_validate(score_fields)
         per_method = {r.method: [item.scores for item in r.items] for r in results}
         references = {f"{RANDOM}_{c}x{c}": c for c in random_cells} | {RANDOM: None}
         for name, cells in references.items():
