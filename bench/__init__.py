@@ -12,6 +12,8 @@ CLI; neither of them imports it.
 - ``explain_bench.py``: Captum in-process vs lumenserve explain vs TorchServe explanations.
 - ``report.py``: targets (met/missed) and the markdown table of docs/benchmarks.md.
 - ``train_throughput.py``: our Trainer vs a bare PyTorch loop (also runs on its own).
+- ``faithfulness.py``: a bundle's explanations against a random attribution on held-out test
+  items (runs on its own: ``python -m bench.faithfulness``).
 - ``procstat.py``: a server's RSS, CPU time and listening sockets from /proc (its process tree).
 - ``peers/``: KServe and MLServer in their own venvs holding the same ONNX file (``--peers``).
 - ``runner.py``: one run, every section interleaved.

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from explain import faithfulness, render
+from explain.explanation import TextInputs
 from explain.methods.integrated_gradients import IntegratedGradients
 
 C, H, W, K = 3, 8, 8, 3
@@ -22,6 +23,21 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def linear() -> torch.nn.Sequential:
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(C * H * W, K)).eval()
+
+
+def test_random_attributions_per_pixel_per_token_and_on_a_coarse_grid() -> None:
+    x = torch.zeros(2, C, H, W)
+    pixel = faithfulness.random_attributions(x, seed=1)
+    assert pixel.shape == (2, 1, H, W) and len(pixel.unique()) == 2 * H * W  # one value per pixel
+    assert torch.equal(pixel, faithfulness.random_attributions(x, seed=1))  # seeded
+    coarse = faithfulness.random_attributions(x, seed=1, cells=2)  # (2, 1, H, W) from a 2 x 2 grid
+    grid = torch.rand(2, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    assert coarse.shape == (2, 1, H, W)
+    assert torch.equal(coarse[:, :, [0, 0, -1, -1], [0, -1, 0, -1]], grid.reshape(2, 1, 4))  # corners: the cells
+    text = TextInputs(torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long))
+    assert faithfulness.random_attributions(text, seed=1).shape == (2, 5)
+    with pytest.raises(ValueError, match="images only"):
+        faithfulness.random_attributions(text, cells=2)
 
 
 def test_deletion_auc_is_lower_for_the_true_attribution_than_for_random(linear: torch.nn.Sequential) -> None:

@@ -27,10 +27,6 @@ def mean_scores(result_items: list, names: list[str]) -> dict[str, float]:  # ty
     return {n: float(np.mean([i.scores[n] for i in result_items])) for n in names}
 
 
-def better(name: str, method: float, random: float) -> bool:
-    return method > random if name in faithfulness.HIGHER_IS_BETTER else method < random
-
-
 def test_integrated_gradients_beats_random_on_the_image_bundle(image_bundle: Bundle) -> None:
     explainer = BundleExplainer(image_bundle)
     g = torch.Generator().manual_seed(7)
@@ -44,11 +40,15 @@ def test_integrated_gradients_beats_random_on_the_image_bundle(image_bundle: Bun
     ig = mean_scores(result.items, names)
     with torch.no_grad():
         logits = explainer.model(x)
-    noise = torch.rand(8, 1, 32, 32, generator=g)
+    noise = faithfulness.random_attributions(x, seed=7)  # (8, 1, 32, 32)
     scores = ScoreParams(insertion_steps=10, road_steps=4, infidelity=False)
     rand = faithfulness.score_batch(explainer.model, x, noise, [i.target for i in result.items], logits, scores)
     for name in names:
-        assert better(name, ig[name], float(rand[name].mean())), (name, ig[name], float(rand[name].mean()))
+        assert faithfulness.more_faithful(name, ig[name], float(rand[name].mean())), (
+            name,
+            ig[name],
+            float(rand[name].mean()),
+        )
 
 
 def test_integrated_gradients_beats_random_on_the_text_bundle(text_bundle: Bundle) -> None:
@@ -60,8 +60,12 @@ def test_integrated_gradients_beats_random_on_the_text_bundle(text_bundle: Bundl
     batch = TextInputs(torch.from_numpy(x["input_ids"]), torch.from_numpy(x["attention_mask"]))
     with torch.no_grad():
         logits = explainer.model(batch.input_ids, batch.attention_mask)
-    noise = torch.rand(batch.input_ids.shape, generator=torch.Generator().manual_seed(7))
+    noise = faithfulness.random_attributions(batch, seed=7)  # (8, seq)
     scores = ScoreParams(insertion_steps=10, aopc=True)
     rand = faithfulness.score_batch(explainer.model, batch, noise, [i.target for i in result.items], logits, scores)
     for name in names:
-        assert better(name, ig[name], float(rand[name].mean())), (name, ig[name], float(rand[name].mean()))
+        assert faithfulness.more_faithful(name, ig[name], float(rand[name].mean())), (
+            name,
+            ig[name],
+            float(rand[name].mean()),
+        )

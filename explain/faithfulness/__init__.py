@@ -1,7 +1,9 @@
 """Faithfulness scores: how much an explanation can be trusted, as numbers.
 
 One file per measure; docs/explain.md defines each with its formula and cost.
-:func:`score_batch` computes the ones a request selects (:class:`explain.params.ScoreParams`).
+:func:`score_batch` computes the ones a request selects (:class:`explain.params.ScoreParams`);
+:func:`random_attributions` is the reference a method should beat, :func:`more_faithful` says
+which of two values of a score is better.
 
 | score | file | better | inputs |
 |---|---|---|---|
@@ -22,12 +24,13 @@ from explain.faithfulness.curves import (
     deletion_curve_text,
     insertion_curve_image,
     insertion_curve_text,
+    random_attributions,
     random_deletion_auc_image,
 )
 from explain.faithfulness.eraser import AOPC_BINS, AopcScores, aopc_text
 from explain.faithfulness.infidelity import INFIDELITY_STD, infidelity_image
 from explain.faithfulness.road import ROAD_NOISE, RoadScores, linear_impute, road_image
-from explain.faithfulness.scores import check_applies, score_batch
+from explain.faithfulness.scores import check_applies, more_faithful, score_batch
 from explain.faithfulness.sensitivity import sensitivity_max_image
 from explain.params import HIGHER_IS_BETTER, SCORE_NAMES
 
@@ -48,6 +51,8 @@ __all__ = [
     "insertion_curve_image",
     "insertion_curve_text",
     "linear_impute",
+    "more_faithful",
+    "random_attributions",
     "random_deletion_auc_image",
     "road_image",
     "score_batch",

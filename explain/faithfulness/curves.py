@@ -235,10 +235,27 @@ def insertion_curve_text(
     return _text_curve(model, inputs, token_scores, targets, steps=steps, insertion=True, batch_size=batch_size)
 
 
+def random_attributions(inputs: torch.Tensor | TextInputs, seed: int = 0, *, cells: int | None = None) -> torch.Tensor:
+    """A random attribution, the reference every method's scores are compared with: uniform noise
+    in [0, 1), one value per pixel (images: (batch, 1, H, W)) or per token (text: (batch, seq)),
+    so every ordering of the pixels or tokens is equally likely.
+
+    ``cells`` (images only): noise on a ``cells x cells`` grid, upsampled bilinearly to the image
+    like Grad-CAM's map: a random map as coarse as a method's (Grad-CAM at a layer of that
+    resolution), since how blocky a ranking is moves the scores by itself."""
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(inputs, TextInputs):
+        if cells is not None:
+            raise ValueError("cells: a coarse random map applies to images only")
+        return torch.rand(inputs.input_ids.shape, generator=g)  # (batch, seq)
+    if cells is None:
+        return torch.rand(inputs.shape[0], 1, *inputs.shape[2:], generator=g)  # (batch, 1, H, W)
+    coarse = torch.rand(inputs.shape[0], 1, cells, cells, generator=g)  # (batch, 1, cells, cells)
+    return torch.nn.functional.interpolate(coarse, size=tuple(inputs.shape[2:]), mode="bilinear")  # (batch, 1, H, W)
+
+
 def random_deletion_auc_image(
     model: torch.nn.Module, inputs: torch.Tensor, targets: list[int], *, steps: int = 10, seed: int = 0
 ) -> torch.Tensor:
     """The deletion AUC of a random pixel ordering (a reference to compare a method's AUC with): (batch,)."""
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.rand(inputs.shape[0], 1, *inputs.shape[2:], generator=g)  # (batch, 1, H, W)
-    return deletion_curve_image(model, inputs, noise, targets, steps=steps).auc
+    return deletion_curve_image(model, inputs, random_attributions(inputs, seed), targets, steps=steps).auc

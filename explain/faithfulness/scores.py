@@ -17,8 +17,14 @@ from explain.faithfulness.eraser import aopc_text
 from explain.faithfulness.infidelity import infidelity_image
 from explain.faithfulness.road import road_image
 from explain.faithfulness.sensitivity import ExplainFn, sensitivity_max_image
-from explain.params import SCORE_NAMES, ScoreParams
+from explain.params import HIGHER_IS_BETTER, SCORE_NAMES, ScoreParams
 from explain.text_model import TextClassifier
+
+
+def more_faithful(name: str, score: float, reference: float) -> bool:
+    """Whether ``score`` is strictly better than ``reference`` on the score ``name`` (higher for
+    ``HIGHER_IS_BETTER``, lower for the others); a tie is not better."""
+    return score > reference if name in HIGHER_IS_BETTER else score < reference
 
 
 def check_applies(p: ScoreParams, *, text: bool) -> None:
