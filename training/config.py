@@ -67,12 +67,20 @@ class LoraSettings(_Strict):
     """Also put the adapter weights into the bundle (``adapter/``) besides the merged model."""
 
 
+# Set by the trainer from the data's labels: an architecture config may not give them.
+HEAD_KEYS = ("num_labels", "id2label", "label2id")
+
+
 class ModelConfig(_Strict):
     family: Literal["torchvision", "transformers"]
     name: str | None = None
     """torchvision model name (``get_model``); for transformers: ``asset:minilm`` or a checkpoint folder."""
     path: str | None = None
     """A Hugging Face checkpoint folder (``save_pretrained`` output: config.json + weights); transformers only."""
+    architecture_config: dict[str, Any] | None = None
+    """transformers image models only, instead of a checkpoint: build the model from scratch
+    (random weights) from this config: ``model_type`` (e.g. ``vit``) and that type's fields
+    (``image_size``, ``patch_size``, ``num_channels``, ``hidden_size``, ...)."""
     weights: str | None = "DEFAULT"
     """torchvision weights enum member (e.g. IMAGENET1K_V1); None: random init."""
     weights_file: str | None = None
@@ -84,6 +92,11 @@ class ModelConfig(_Strict):
     unfrozen_blocks: int = Field(default=2, ge=0)
     image_size: int | None = Field(default=None, ge=16, le=1024)
     """Crop size for images (resize = crop * the weights' resize/crop ratio); None: the weights' own."""
+    image_mean: list[float] | None = Field(default=None, min_length=1, max_length=3)
+    """Normalisation mean per input channel; None: the weights' or checkpoint's own (ImageNet
+    statistics without one; 0.5 per channel for a model built from ``architecture_config``)."""
+    image_std: list[float] | None = Field(default=None, min_length=1, max_length=3)
+    """Normalisation std per input channel; None: as for ``image_mean``."""
     max_length: int = Field(default=128, ge=8, le=8192)
     """Tokenizer truncation length for text."""
     augment: bool = True
@@ -95,12 +108,33 @@ class ModelConfig(_Strict):
                 raise ValueError("model.name: a torchvision architecture name is required")
             if self.path is not None:
                 raise ValueError("model.path: only for transformers checkpoints (use model.weights_file)")
+            if self.architecture_config is not None:
+                raise ValueError(
+                    "model.architecture_config: only for transformers models (torchvision trains from scratch "
+                    "with weights: null)"
+                )
         else:
             if self.weights_file is not None:
                 raise ValueError("model.weights_file: only for torchvision architectures (use model.path)")
-            if not (self.path or self.name):
+            if self.architecture_config is not None:
+                self._check_architecture_config(self.architecture_config)
+            elif not (self.path or self.name):
                 raise ValueError("model.path: give the checkpoint folder (--set model.path=DIR)")
         return self
+
+    def _check_architecture_config(self, config: dict[str, Any]) -> None:
+        if self.path or self.name:
+            raise ValueError("model.architecture_config: give either a checkpoint (model.path) or a config, not both")
+        if not isinstance(config.get("model_type"), str) or not config["model_type"]:
+            raise ValueError("model.architecture_config.model_type: required, e.g. vit")
+        given = [k for k in HEAD_KEYS if k in config]
+        if given:
+            raise ValueError(f"model.architecture_config.{given[0]}: the head is sized from the data's labels")
+        if self.freeze != "none" or self.lora is not None:
+            raise ValueError(
+                "model.freeze: a model built from model.architecture_config starts from random weights "
+                "and trains all of them (freeze: none, no lora)"
+            )
 
     @property
     def checkpoint(self) -> str:
@@ -165,6 +199,10 @@ class Recipe(_Strict):
     def _family_fits_task(self) -> Recipe:
         if self.task == "text-classification" and self.model.family != "transformers":
             raise ValueError(f"model.family: task {self.task} needs a transformers model, got {self.model.family}")
+        if self.task == "text-classification" and self.model.architecture_config is not None:
+            raise ValueError(
+                "model.architecture_config: image tasks only (a text model needs a checkpoint's tokenizer)"
+            )
         return self
 
 
@@ -197,7 +235,8 @@ def check_override_key(dotted: str) -> None:
             raise ConfigError(f"unknown key {dotted!r} in --set ({where} has: {known})")
         annotation = fields[part].annotation
         model = _submodel(annotation)
-        if model is None and depth < len(parts) - 1 and get_origin(annotation) is not dict:
+        mapping = any(get_origin(a) is dict for a in (annotation, *get_args(annotation)))
+        if model is None and depth < len(parts) - 1 and not mapping:
             raise ConfigError(f"unknown key {dotted!r} in --set: {'.'.join(parts[: depth + 1])} is not a mapping")
 
 

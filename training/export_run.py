@@ -80,10 +80,12 @@ def export_run(run_dir: str | Path, repository: str | Path, name: str | None = N
     extra = _extra_files(run_dir, lora is not None and lora.keep_adapter)
     if recipe.task == "image-classification" and recipe.model.family == "transformers":
         from transformers import AutoConfig
+        from transformers.utils import logging as hf_logging
 
         from lumenserve.bundle.hf_image import default_gradcam_layer as hf_gradcam_layer
         from lumenserve.bundle.hf_image import from_config
 
+        hf_logging.set_verbosity_error()  # the export trace reads the unused loss settings, which logs a note
         hf_config = AutoConfig.from_pretrained(_need(run_dir, "hf_config"))
         hf_model = from_config(hf_config)
         load_model(hf_model, str(weights))

@@ -6,7 +6,9 @@ pretrained state dict from the weights enum (or ``model.weights_file``) minus th
 classifier-head keys. Transformers models come from a local checkpoint folder: sequence
 classifiers with eager attention (attentions export to ONNX), image classifiers (ViT,
 ConvNeXt, ResNet, ...) wrapped as ``pixel_values -> logits``; the head is resized to the
-data's labels. LoRA adapters (``peft``) and gradient checkpointing are applied here too.
+data's labels. A transformers image classifier can also be built from scratch from
+``model.architecture_config`` (random weights, eager attention). LoRA adapters (``peft``)
+and gradient checkpointing are applied here too.
 """
 
 from __future__ import annotations
@@ -69,6 +71,17 @@ def image_preprocessing(weights: Any, image_size: int | None) -> ImagePreprocess
     return ImagePreprocessing(resize_size=resize, crop_size=crop, mean=mean, std=std, interpolation=interp)
 
 
+def with_normalisation(pre: ImagePreprocessing, cfg: ModelConfig) -> ImagePreprocessing:
+    """``pre`` with ``model.image_mean`` / ``model.image_std`` where the recipe gives them."""
+    mean, std = cfg.image_mean or pre.mean, cfg.image_std or pre.std
+    if len(mean) != pre.channels or len(std) != pre.channels:
+        field = "model.image_mean" if len(mean) != pre.channels else "model.image_std"
+        raise ModelError(f"{field}: the model takes {pre.channels} channel(s), give one value per channel")
+    if any(v <= 0 for v in std):
+        raise ModelError("model.image_std: values must be positive")
+    return pre.model_copy(update={"mean": list(mean), "std": list(std)})
+
+
 def build_image_model(cfg: ModelConfig, num_classes: int) -> BuiltModel:
     import torchvision
 
@@ -103,7 +116,7 @@ def build_image_model(cfg: ModelConfig, num_classes: int) -> BuiltModel:
                 f"{cfg.name}: pretrained weights do not fit (missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
         categories = list(weights.meta.get("categories") or [])
-    pre = image_preprocessing(weights, cfg.image_size)
+    pre = with_normalisation(image_preprocessing(weights, cfg.image_size), cfg)
     return BuiltModel(model, head, preprocessing=pre, categories=categories)
 
 
@@ -148,7 +161,7 @@ def _load_weights_file(model: torch.nn.Module, cfg: ModelConfig) -> BuiltModel:
     if not head:  # same class count: the checkpoint's head is kept and trained on
         last_linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
         head = [k for k in own if k.startswith(last_linear + ".")]
-    return BuiltModel(model, head, preprocessing=image_preprocessing(None, cfg.image_size))
+    return BuiltModel(model, head, preprocessing=with_normalisation(image_preprocessing(None, cfg.image_size), cfg))
 
 
 def resolve_checkpoint(name: str) -> Path:
@@ -165,7 +178,7 @@ def check_model_source(cfg: ModelConfig) -> None:
         if cfg.weights_file is not None and not Path(cfg.weights_file).is_file():
             raise ModelError(f"model.weights_file: {cfg.weights_file} is not a file")
         return
-    if cfg.checkpoint in PRETRAINED_ALIASES:
+    if cfg.architecture_config is not None or cfg.checkpoint in PRETRAINED_ALIASES:
         return
     field = "model.path" if cfg.path else "model.name"
     path = Path(cfg.checkpoint)
@@ -239,33 +252,113 @@ def _hf_image_preprocessing(path: Path, config: Any, image_size: int | None) -> 
     return ImagePreprocessing(resize_size=resize, crop_size=crop, mean=mean, std=std, interpolation=interp)
 
 
-def build_hf_image_model(cfg: ModelConfig, labels: list[str]) -> BuiltModel:
-    """A transformers image classifier (ViT, ConvNeXt, ResNet, ...) from a checkpoint folder."""
-    from transformers import AutoModelForImageClassification
-
+def _wrap_image_model(inner: Any, pre: ImagePreprocessing, field: str, what: str) -> BuiltModel:
+    """``inner`` as ``pixel_values -> logits``, checked on one blank image of the preprocessing's size."""
     from lumenserve.bundle.hf_image import HFImageClassifier
 
-    check_model_source(cfg)
-    inner = _from_pretrained(AutoModelForImageClassification, cfg, labels)
-    path = resolve_checkpoint(cfg.checkpoint)
-    pre = _hf_image_preprocessing(path, inner.config, cfg.image_size)
     model = HFImageClassifier(inner)
-    field = "model.image_size" if cfg.image_size else "model.path"
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, pre.channels, pre.crop_size, pre.crop_size))  # (1, C, H, W)
     except (RuntimeError, ValueError) as exc:
         raise ModelError(
-            f"{field}: the checkpoint does not take {pre.crop_size}px images: {str(exc).splitlines()[0]}"
+            f"{field}: {what} does not take {pre.channels}x{pre.crop_size}x{pre.crop_size} images: "
+            f"{str(exc).splitlines()[0]}"
         ) from exc
     head = [n for n, _ in model.named_parameters() if n.startswith("model.classifier")]
     return BuiltModel(model.train(), head, preprocessing=pre, hf_config=inner.config)
+
+
+def build_hf_image_model(cfg: ModelConfig, labels: list[str]) -> BuiltModel:
+    """A transformers image classifier (ViT, ConvNeXt, ResNet, ...) from a checkpoint folder."""
+    from transformers import AutoModelForImageClassification
+
+    check_model_source(cfg)
+    inner = _from_pretrained(AutoModelForImageClassification, cfg, labels, attn_implementation="eager")
+    path = resolve_checkpoint(cfg.checkpoint)
+    pre = with_normalisation(_hf_image_preprocessing(path, inner.config, cfg.image_size), cfg)
+    field = "model.image_size" if cfg.image_size else "model.path"
+    return _wrap_image_model(inner, pre, field, "the checkpoint")
+
+
+def _architecture(cfg: ModelConfig, labels: list[str]) -> Any:
+    """The transformers config of ``model.architecture_config`` with a head for ``labels``."""
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES as HEADS
+
+    fields = dict(cfg.architecture_config or {})
+    model_type = str(fields.pop("model_type"))
+    if model_type not in CONFIG_MAPPING:
+        raise ModelError(f"model.architecture_config.model_type: unknown transformers model type {model_type!r}")
+    if model_type not in HEADS:
+        raise ModelError(
+            f"model.architecture_config.model_type: transformers has no image-classification head for {model_type!r}"
+        )
+    size = fields.get("image_size")
+    if cfg.image_size is not None and size is not None and size != cfg.image_size:
+        raise ModelError(
+            f"model.image_size: {cfg.image_size} differs from model.architecture_config.image_size {size} "
+            "(give one of them)"
+        )
+    if cfg.image_size is not None:
+        fields["image_size"] = cfg.image_size
+    defaults = CONFIG_MAPPING[model_type]()
+    unknown = sorted(k for k in fields if not hasattr(defaults, k))
+    if unknown:
+        own = [k for k in defaults.to_diff_dict() if k not in ("model_type", "transformers_version")]
+        raise ModelError(
+            f"model.architecture_config.{unknown[0]}: {type(defaults).__name__} has no such field "
+            f"(its fields: {', '.join(own)})"
+        )
+    width, heads = fields.get("hidden_size"), fields.get("num_attention_heads")
+    if isinstance(width, int) and isinstance(heads, int) and heads > 0 and width % heads:
+        raise ModelError(f"model.architecture_config.hidden_size: {width} is not a multiple of {heads} heads")
+    try:
+        return AutoConfig.for_model(
+            model_type,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={n: i for i, n in enumerate(labels)},
+            **fields,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"model.architecture_config: {str(exc).splitlines()[0]}") from exc
+
+
+def build_scratch_image_model(cfg: ModelConfig, labels: list[str]) -> BuiltModel:
+    """A transformers image classifier with random weights from ``model.architecture_config``
+    (eager attention, so attention maps come back for explain). Preprocessing: resize and crop
+    to the config's ``image_size``, ``model.image_mean`` / ``image_std`` (default 0.5)."""
+    from transformers import AutoModelForImageClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # as for checkpoints: no notes about unused training-loss settings
+    config = _architecture(cfg, labels)
+    given = getattr(config, "num_channels", 3)
+    if given not in (1, 3):
+        raise ModelError(f"model.architecture_config.num_channels: 1 (grayscale) or 3 (RGB), got {given}")
+    channels: Literal[1, 3] = 1 if given == 1 else 3
+    size = getattr(config, "image_size", None)
+    if not isinstance(size, int) or not 16 <= size <= 1024:
+        raise ModelError(f"model.architecture_config.image_size: a square size in pixels [16, 1024], got {size!r}")
+    try:
+        inner = AutoModelForImageClassification.from_config(config, attn_implementation="eager")
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"model.architecture_config: {str(exc).splitlines()[0]}") from exc
+    half = [0.5] * channels
+    pre = with_normalisation(
+        ImagePreprocessing(resize_size=size, crop_size=size, mean=half, std=half, channels=channels), cfg
+    )
+    return _wrap_image_model(inner, pre, "model.architecture_config", f"the {config.model_type} model")
 
 
 def build_model(task: str, cfg: ModelConfig, labels: list[str]) -> BuiltModel:
     """The model for ``task`` per ``cfg`` with a head for ``labels``."""
     if task == "text-classification":
         return build_text_model(cfg, labels)
+    if cfg.architecture_config is not None:
+        return build_scratch_image_model(cfg, labels)
     if cfg.family == "transformers":
         return build_hf_image_model(cfg, labels)
     return build_image_model(cfg, len(labels))

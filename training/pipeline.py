@@ -54,12 +54,13 @@ def _datasets(recipe: Recipe, data: PreparedData, built: BuiltModel) -> tuple[An
     if recipe.task == "image-classification":
         assert built.preprocessing is not None
         pre = built.preprocessing
-        train = ImageDataset(data.train, data.labels, image_transforms(pre, True, recipe.model.augment))
+        c = pre.channels
+        train = ImageDataset(data.train, data.labels, image_transforms(pre, True, recipe.model.augment), c)
         evaluation = image_transforms(pre, False)
         return (
             train,
-            ImageDataset(data.validation, data.labels, evaluation),
-            ImageDataset(data.test, data.labels, evaluation),
+            ImageDataset(data.validation, data.labels, evaluation, c),
+            ImageDataset(data.test, data.labels, evaluation, c),
             None,
         )
     tok, n = built.tokenizer, recipe.model.max_length

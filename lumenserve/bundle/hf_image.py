@@ -24,10 +24,11 @@ class HFImageClassifier(torch.nn.Module):
 
 
 def from_config(config: Any) -> HFImageClassifier:
-    """A randomly initialised classifier of ``config`` (weights are loaded afterwards)."""
+    """A randomly initialised classifier of ``config`` (weights are loaded afterwards), with eager
+    attention as in training, so a vision transformer returns its attention maps."""
     from transformers import AutoModelForImageClassification
 
-    return HFImageClassifier(AutoModelForImageClassification.from_config(config))
+    return HFImageClassifier(AutoModelForImageClassification.from_config(config, attn_implementation="eager"))
 
 
 def default_gradcam_layer(wrapper: torch.nn.Module) -> str | None:

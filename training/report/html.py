@@ -20,7 +20,7 @@ pre{background:#f6f6f6;padding:1rem;overflow:auto;font-size:.85rem}.kpi{font-siz
 </style></head><body>
 <h1>{{ s.recipe.name }}</h1>
 <p>{{ s.recipe.task }} &middot; {{ s.recipe.model.family }}
-<code>{{ s.recipe.model.path or s.recipe.model.name }}</code>
+{% set m = s.recipe.model %}<code>{{ m.path or m.name or (m.architecture_config.model_type ~ " from scratch") }}</code>
 &middot; {{ s.labels|length }} classes &middot; trained {{ "%.0f"|format(s.train.seconds) }} s on {{ s.train.device }}
 ({{ s.train.world_size }} process{{ "es" if s.train.world_size > 1 else "" }}), {{ s.train.steps }} steps,
 {{ "%.1f"|format(s.train.samples_per_second) }} samples/s{% if s.smoke %} &middot; <b>smoke run</b>{% endif %}</p>

@@ -81,7 +81,7 @@ def plot_image_samples(images: Sequence[Any], true: Sequence[str], pred: Sequenc
     for ax in axes.ravel():
         ax.axis("off")
     for ax, img, t, p in zip(axes.ravel(), images, true, pred, strict=False):
-        ax.imshow(img)
+        ax.imshow(img, cmap="gray" if getattr(img, "mode", "") == "L" else None)  # grayscale stays grey
         ax.set_title(f"true {t}\npred {p}", fontsize=7, color="black" if t == p else "red")
     return _save(fig, path)
 
