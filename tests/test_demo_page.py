@@ -234,6 +234,8 @@ def test_imported_onnx_model_on_the_page(tmp_path: Path) -> None:
             expect(labels_shown).to_have_count(4)
             assert set(labels_shown.all_inner_texts()) == {"alpha", "beta", "gamma", "delta"}
 
+            # the form comes from discovery, whose first call loads the explain library (seconds)
+            expect(page.locator('#method option[value="occlusion"]')).to_have_count(1)
             methods = page.locator("#method option").evaluate_all("os => os.map(o => o.value)")
             assert "occlusion" in methods and "integrated_gradients" not in methods, methods  # no gradients
             page.select_option("#method", "occlusion")
