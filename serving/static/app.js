@@ -287,6 +287,8 @@ function setupTextInput() {
 // ---------- explanation ----------
 async function renderMethods() {
   const model = state.model;
+  // the server's first discovery call loads its explain library: say so while it does
+  $("method").replaceChildren(new Option("loading the explanation methods…", ""));
   const { methods, common, reason } = await loadMethods(modelPath(model));
   if (state.model !== model) return; // the user switched models meanwhile
   state.methods = methods;
