@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -188,3 +189,18 @@ def torchvision_weights(path: Path, classes: int = 5) -> torch.nn.Module:
     else:
         torch.save(state, str(path))
     return model
+
+
+def import_nhwc_classifier(source: Path, repo: Path, name: str) -> Any:
+    """``lumenserve import`` of :func:`onnx_nhwc_classifier`'s file with its preprocessing flags
+    and four labels (alpha..delta); the click result."""
+    from click.testing import CliRunner
+
+    from lumenserve.cli import main
+
+    labels = source.parent / "labels.txt"
+    labels.write_text("alpha\nbeta\ngamma\ndelta\n")
+    args = ["import", str(source), "--repository", str(repo), "--name", name, "--task", "image-classification"]
+    args += ["--image-size", str(IMAGE_SIZE), "--layout", "NHWC", "--channels", "BGR", "--labels", str(labels)]
+    args += ["--mean", ",".join(map(str, MEAN)), "--std", ",".join(map(str, STD))]
+    return CliRunner().invoke(main, args)

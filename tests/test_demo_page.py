@@ -51,6 +51,19 @@ def _natural_widths(page, selector: str) -> list[int]:  # type: ignore[no-untype
     return list(page.eval_on_selector_all(selector, "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)"))
 
 
+def open_page(browser, errors: list[str]):  # type: ignore[no-untyped-def]
+    """A page of the test size whose script errors land in ``errors``, with long waits (the
+    first explain loads the explain library and builds the eager twin: slow on shared cores)."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1360, "height": 1000})
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    page.on("console", lambda msg: errors.append(f"{msg.text} {msg.location}") if msg.type == "error" else None)
+    page.set_default_timeout(60_000)
+    expect.set_options(timeout=60_000)
+    return page
+
+
 def test_showcase_page_end_to_end(server: ServerProcess) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -59,11 +72,7 @@ def test_showcase_page_end_to_end(server: ServerProcess) -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1360, "height": 1000})
-            page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-            page.on("console", lambda msg: errors.append(f"{msg.text} {msg.location}") if msg.type == "error" else None)
-            page.set_default_timeout(60_000)
-            expect.set_options(timeout=60_000)  # the first explain builds the eager twin: slow on shared cores
+            page = open_page(browser, errors)
             page.goto(f"http://{server.http_url}/?models=tiny-image,tiny-text")
 
             # --- image model: upload, prediction, explanation overlay
@@ -198,20 +207,13 @@ def test_forms_follow_the_server_maximum(model_repo: Path) -> None:
 def test_imported_onnx_model_on_the_page(tmp_path: Path) -> None:
     """A model brought in with ``lumenserve import`` (ONNX, no eager weights): listed, predicts,
     and explains with a perturbation method on the served runtime, overlay and score shown."""
-    from click.testing import CliRunner
     from playwright.sync_api import expect, sync_playwright
 
-    from lumenserve.cli import main
-    from tests.import_sources import IMAGE_SIZE, MEAN, STD, onnx_nhwc_classifier
+    from tests.import_sources import import_nhwc_classifier, onnx_nhwc_classifier
 
     source, _model = onnx_nhwc_classifier(tmp_path)  # a 32 px NHWC resnet18, random weights, 4 classes
-    labels = tmp_path / "labels.txt"
-    labels.write_text("alpha\nbeta\ngamma\ndelta\n")
     repo = tmp_path / "repo"
-    args = ["import", str(source), "--repository", str(repo), "--name", "imported", "--task", "image-classification"]
-    args += ["--image-size", str(IMAGE_SIZE), "--layout", "NHWC", "--channels", "BGR", "--labels", str(labels)]
-    args += ["--mean", ",".join(map(str, MEAN)), "--std", ",".join(map(str, STD))]
-    imported = CliRunner().invoke(main, args)
+    imported = import_nhwc_classifier(source, repo, "imported")
     assert imported.exit_code == 0, imported.output
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -219,11 +221,7 @@ def test_imported_onnx_model_on_the_page(tmp_path: Path) -> None:
     with ServerProcess(repo) as server, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1360, "height": 1000})
-            page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-            page.on("console", lambda msg: errors.append(f"{msg.text} {msg.location}") if msg.type == "error" else None)
-            page.set_default_timeout(60_000)
-            expect.set_options(timeout=60_000)
+            page = open_page(browser, errors)
             page.goto(f"http://{server.http_url}/")  # no ?models=: the page lists what the server serves
             expect(page.locator('[data-model="imported"]')).to_be_visible()
             page.click('[data-model="imported"]')

@@ -19,6 +19,7 @@ from tests.import_sources import (
     IMAGE_SIZE,
     MEAN,
     STD,
+    import_nhwc_classifier,
     onnx_nhwc_classifier,
     onnx_text_classifier,
     traced_tensor_model,
@@ -39,13 +40,8 @@ def _snapshot(repo: Path) -> list[str]:
 
 def test_onnx_nhwc_image_classifier_through_the_cli(tmp_path: Path) -> None:
     source, torch_model = onnx_nhwc_classifier(tmp_path)
-    labels = tmp_path / "labels.txt"
-    labels.write_text("alpha\nbeta\ngamma\ndelta\n")
     repo = tmp_path / "repo"
-    args = ["import", str(source), "--repository", str(repo), "--name", "nhwc", "--task", "image-classification"]
-    args += ["--image-size", str(IMAGE_SIZE), "--layout", "NHWC", "--channels", "BGR", "--labels", str(labels)]
-    args += ["--mean", ",".join(map(str, MEAN)), "--std", ",".join(map(str, STD))]
-    result = CliRunner().invoke(main, args)
+    result = import_nhwc_classifier(source, repo, "nhwc")
     assert result.exit_code == 0, result.output
     assert "imported" in result.output and "nhwc/1" in result.output
 

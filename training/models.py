@@ -42,6 +42,15 @@ class BuiltModel:
     """The transformers config (with the new labels) for export; None for torchvision."""
 
 
+def head_labels(labels: list[str]) -> dict[str, Any]:
+    """A transformers config's head fields for ``labels``: ``num_labels``, ``id2label``, ``label2id``."""
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+    }
+
+
 def weights_enum(name: str, weights: str | None) -> Any:
     import torchvision
 
@@ -200,9 +209,7 @@ def _from_pretrained(auto: Any, cfg: ModelConfig, labels: list[str], **kwargs: A
     try:
         return auto.from_pretrained(
             path,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={n: i for i, n in enumerate(labels)},
+            **head_labels(labels),
             ignore_mismatched_sizes=True,
             **kwargs,
         )
@@ -317,9 +324,7 @@ def _architecture(cfg: ModelConfig, labels: list[str]) -> Any:
     try:
         return AutoConfig.for_model(
             model_type,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={n: i for i, n in enumerate(labels)},
+            **head_labels(labels),
             **fields,
         )
     except (TypeError, ValueError) as exc:
