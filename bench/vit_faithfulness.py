@@ -81,7 +81,7 @@ def run(bundle_dir: str | Path, items: int = 256, methods: str = METHODS, seed: 
             "insertion_auc": float(np.mean(insertion)),
             "seconds": time.perf_counter() - began,
         }
-    noise = torch.rand(x.shape[0], 1, *x.shape[2:], generator=torch.Generator().manual_seed(seed))  # (n, 1, H, W)
+    noise = faithfulness.random_attributions(x, seed)  # (n, 1, H, W)
     model = explainer.model
     with torch.no_grad():
         deleted = faithfulness.deletion_curve_image(model, x, noise, targets, steps=STEPS).auc

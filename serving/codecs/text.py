@@ -31,7 +31,7 @@ class TextCodec:
                 raise InvalidInput(f"text {i}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
             if len(text) > self.max_chars:
                 raise InvalidInput(f"text {i}: {len(text)} characters, over the limit of {self.max_chars}")
-            texts.append(text.lower() if self.pre.lowercase else text)
+            texts.append(text)  # lowercased (when the bundle says so) by tokenize, the one place
         return texts
 
     def __call__(self, items: Sequence[bytes]) -> dict[str, np.ndarray]:
