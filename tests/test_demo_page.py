@@ -36,6 +36,9 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = ROOT / "test-artifacts"
 SAMPLE = ROOT / "serving" / "static" / "samples" / "flower.jpg"
+# The page's first explain loads the explain library and builds the eager twin, counted against
+# the request's deadline: the servers here allow more than the default 30 s for shared cores.
+SLOW_CORES = {"LUMENSERVE_DEFAULT_TIMEOUT": "120"}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,7 @@ def server_options(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -
     shutil.copytree(model_repo / "tiny-image", repo / "tiny-image")
     shutil.copytree(model_repo / "tiny-text", repo / "tiny-text")
     add_report_version(repo, "tiny-image")  # version 2 carries a training report
-    return ServerOptions(repo=repo)
+    return ServerOptions(repo=repo, env=SLOW_CORES)
 
 
 def _natural_widths(page, selector: str) -> list[int]:  # type: ignore[no-untyped-def]
@@ -187,7 +190,7 @@ def test_forms_follow_the_server_maximum(model_repo: Path) -> None:
     """A bound changed on the server side (``explain_parameter_max``) reaches the page's form."""
     from playwright.sync_api import expect, sync_playwright
 
-    env = {"LUMENSERVE_EXPLAIN_PARAMETER_MAX": '{"n_steps": 64, "nt_samples": 12}'}
+    env = {"LUMENSERVE_EXPLAIN_PARAMETER_MAX": '{"n_steps": 64, "nt_samples": 12}', **SLOW_CORES}
     with ServerProcess(model_repo, env=env) as server, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
@@ -218,7 +221,7 @@ def test_imported_onnx_model_on_the_page(tmp_path: Path) -> None:
 
     ARTIFACTS.mkdir(exist_ok=True)
     errors: list[str] = []
-    with ServerProcess(repo) as server, sync_playwright() as pw:
+    with ServerProcess(repo, env=SLOW_CORES) as server, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = open_page(browser, errors)

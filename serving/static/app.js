@@ -11,7 +11,7 @@ const SAMPLE_SENTENCES = [
   "Dull, overlong and completely forgettable.",
   "The plot is thin but the performances carry it.",
 ];
-const state = { models: [], model: null, input: null, classes: [], methods: [], common: [] };
+const state = { models: [], model: null, input: null, classes: [], methods: [], common: [], methodsTicket: 0 };
 
 // ---------- HTTP helpers ----------
 async function call(path, init = {}) {
@@ -162,7 +162,7 @@ function renderModelList() {
 
 function selectModel(name) {
   const model = state.models.find((m) => m.name === name);
-  if (!model) return;
+  if (!model || model === state.model) return; // the selected model again: keep its input and form
   state.model = model;
   history.replaceState(null, "", `#model=${enc(name)}`);
   for (const b of document.querySelectorAll(".model-list button")) b.setAttribute("aria-current", String(b.dataset.model === name));
@@ -287,10 +287,11 @@ function setupTextInput() {
 // ---------- explanation ----------
 async function renderMethods() {
   const model = state.model;
+  const ticket = ++state.methodsTicket; // only the latest discovery answer fills the form
   // the server's first discovery call loads its explain library: say so while it does
   $("method").replaceChildren(new Option("loading the explanation methods…", ""));
   const { methods, common, reason } = await loadMethods(modelPath(model));
-  if (state.model !== model) return; // the user switched models meanwhile
+  if (ticket !== state.methodsTicket) return; // a later call (another model) owns the form
   state.methods = methods;
   state.common = common;
   $("method").replaceChildren(...methods.map((m) => new Option(m.label, m.name)));
