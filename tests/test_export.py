@@ -50,3 +50,25 @@ def test_text_bundle_has_dynamic_axes_and_attentions(text_bundle: Bundle) -> Non
             input_ids=torch.from_numpy(enc["input_ids"]), attention_mask=torch.from_numpy(enc["attention_mask"])
         )
     assert np.abs(eager.logits.numpy() - outputs[0]).max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("arch", "size", "expected"),
+    [
+        ("mobilenet_v2", 224, "features.18"),  # the last stage is 7 x 7
+        ("mobilenet_v2", 64, "features.6"),  # the last stage is 2 x 2; features.6 is 8 x 8
+        ("resnet18", 32, "layer1"),  # 8 x 8; layer2..4 are 4, 2, 1 cells a side
+        ("resnet18", 16, "layer1"),  # none reaches 7: the largest map (4 x 4)
+    ],
+)
+def test_default_gradcam_layer_follows_the_input_size(arch: str, size: int, expected: str) -> None:
+    import torchvision
+
+    from training.export import cam_layer_for_size
+    from training.export_run import gradcam_candidates
+
+    model = torchvision.models.get_model(arch, weights=None, num_classes=3)
+    image = torch.zeros(1, 3, size, size)
+    assert cam_layer_for_size(model, gradcam_candidates(model), image) == expected
+    assert model.training  # the probe leaves the mode as it found it
+    assert cam_layer_for_size(model, ["fc", "avgpool.missing"], image) is None  # no spatial map

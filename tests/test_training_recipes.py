@@ -64,7 +64,7 @@ def test_fashion_recipe_smoke_through_export(tmp_path: Path) -> None:
     m = bundle.manifest
     assert m.labels[:2] == ["T-shirt/top", "Trouser"] and len(m.labels) == 10
     assert m.preprocessing.kind == "image" and m.preprocessing.crop_size == 64
-    assert m.architecture.family == "torchvision" and m.architecture.gradcam_layer == "features.18"
+    assert m.architecture.family == "torchvision" and m.architecture.gradcam_layer == "features.6"  # 8 x 8 at 64 px
     data = m.training["data"]
     assert data["read"] == {"train": 60000, "test": 10000}
     # a held-out Fashion-MNIST image, preprocessed as in training: eager twin == ONNX

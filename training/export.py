@@ -25,10 +25,44 @@ from lumenserve.bundle.manifest import ArtifactKind
 
 DEFAULT_TOLERANCE = 1e-4
 PARITY_BATCH_SIZES = (1, 4)
+MIN_CAM_SIDE = 7
+"""Grad-CAM's default layer is the deepest whose map has at least this many cells per side at
+the bundle's input size: the last stage of MobileNetV2 or ResNet at 224 px (7 x 7), an earlier
+stage at small sizes (MobileNetV2 at 64 px: ``features.6``, 8 x 8, not the last stage's 2 x 2)."""
 
 
 class ExportParityError(RuntimeError):
     """An exported artifact's outputs differ from eager by more than the tolerance."""
+
+
+def cam_layer_for_size(model: torch.nn.Module, candidates: Sequence[str], image: torch.Tensor) -> str | None:
+    """The deepest of ``candidates`` (module paths, shallow to deep) whose output on ``image``
+    (1, C, H, W) is at least ``MIN_CAM_SIDE`` per side; if none is, the one with the largest
+    map (the deeper on ties); None when no candidate gives a spatial map."""
+    modules = dict(model.named_modules())
+    sides: dict[str, int] = {}
+
+    def record(name: str) -> Any:
+        def hook(_module: torch.nn.Module, _args: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor) and out.dim() == 4:  # (batch, channels, h, w)
+                sides[name] = min(out.shape[-2:])
+
+        return hook
+
+    handles = [modules[n].register_forward_hook(record(n)) for n in candidates if n in modules]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(image)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    spatial = [n for n in candidates if n in sides]
+    if not spatial:
+        return None
+    large = [n for n in spatial if sides[n] >= MIN_CAM_SIDE]
+    return large[-1] if large else max(reversed(spatial), key=lambda n: sides[n])
 
 
 class _TextWrapper(torch.nn.Module):
@@ -154,7 +188,7 @@ def export_image_model(
     name: str,
     training: dict[str, Any] | None = None,
     sample_inputs: torch.Tensor | None = None,
-    gradcam_layer: str | None = None,
+    gradcam_layer: str | Sequence[str] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     extra_files: Sequence[tuple[Path, str, ArtifactKind]] = (),
     imported: dict[str, Any] | None = None,
@@ -164,13 +198,16 @@ def export_image_model(
     or, with ``hf_config``, a transformers image classifier wrapped in ``HFImageClassifier``.
 
     ``sample_inputs``: held-out preprocessed images (batch, C, H, W) for the parity check;
-    random inputs of the right shape when None.
+    random inputs of the right shape when None. ``gradcam_layer``: the default Grad-CAM layer,
+    or candidate layers (shallow to deep) to pick it from at the input size (``cam_layer_for_size``).
     """
     model = model.eval().cpu()
     c, size = preprocessing.channels, preprocessing.crop_size
     if sample_inputs is None:
         sample_inputs = torch.randn(max(PARITY_BATCH_SIZES), c, size, size, generator=torch.Generator().manual_seed(0))
     held_out = sample_inputs.float().cpu()  # (batch, C, H, W)
+    if gradcam_layer is not None and not isinstance(gradcam_layer, str):
+        gradcam_layer = cam_layer_for_size(model, gradcam_layer, held_out[:1])
     batches = [(held_out[: min(b, len(held_out))],) for b in PARITY_BATCH_SIZES]
     staging = new_staging_dir(repo, name)
     try:

@@ -29,12 +29,13 @@ class ExportError(ValueError):
     """The run folder lacks what export needs; the message names the file."""
 
 
-def default_gradcam_layer(model: torch.nn.Module) -> str | None:
-    """The last feature stage: ``features.<last>`` or ResNet's ``layer4``."""
+def gradcam_candidates(model: torch.nn.Module) -> list[str]:
+    """The feature stages, shallow to deep (``features.<i>`` or ResNet's ``layer1..4``): export
+    picks the default Grad-CAM layer among them at the bundle's input size."""
     features = getattr(model, "features", None)
     if isinstance(features, torch.nn.Sequential):
-        return f"features.{len(features) - 1}"
-    return "layer4" if hasattr(model, "layer4") else None
+        return [f"features.{i}" for i in range(len(features))]
+    return [f"layer{i}" for i in range(1, 5) if hasattr(model, f"layer{i}")]
 
 
 def _need(run_dir: Path, name: str) -> Path:
@@ -82,8 +83,8 @@ def export_run(run_dir: str | Path, repository: str | Path, name: str | None = N
         from transformers import AutoConfig
         from transformers.utils import logging as hf_logging
 
-        from lumenserve.bundle.hf_image import default_gradcam_layer as hf_gradcam_layer
         from lumenserve.bundle.hf_image import from_config
+        from lumenserve.bundle.hf_image import gradcam_candidates as hf_gradcam_candidates
 
         hf_logging.set_verbosity_error()  # the export trace reads the unused loss settings, which logs a note
         hf_config = AutoConfig.from_pretrained(_need(run_dir, "hf_config"))
@@ -93,7 +94,7 @@ def export_run(run_dir: str | Path, repository: str | Path, name: str | None = N
             hf_model, arch_name=str(hf_config.model_type), labels=labels,
             preprocessing=ImagePreprocessing.model_validate(summary["model"]["preprocessing"]), repo=repository,
             name=bundle_name, training=training, sample_inputs=load_file(str(_need(run_dir, PARITY_IMAGES)))["input"],
-            gradcam_layer=recipe.export.gradcam_layer or hf_gradcam_layer(hf_model),
+            gradcam_layer=recipe.export.gradcam_layer or hf_gradcam_candidates(hf_model),
             tolerance=recipe.export.tolerance, extra_files=extra, hf_config=hf_config,
         )  # fmt: skip
     if recipe.task == "image-classification":
@@ -106,7 +107,7 @@ def export_run(run_dir: str | Path, repository: str | Path, name: str | None = N
         return export_image_model(
             model, arch_name=str(recipe.model.name), labels=labels, preprocessing=pre, repo=repository,
             name=bundle_name, training=training, sample_inputs=sample,
-            gradcam_layer=recipe.export.gradcam_layer or default_gradcam_layer(model),
+            gradcam_layer=recipe.export.gradcam_layer or gradcam_candidates(model),
             tolerance=recipe.export.tolerance, extra_files=extra,
         )  # fmt: skip
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
@@ -145,5 +146,5 @@ def export_pretrained(arch: str, repository: str | Path, name: str) -> Bundle:
         model, arch_name=arch, labels=labels, preprocessing=pre, repo=repository, name=name,
         training={"source": f"torchvision {weights}", "pretrained_metrics": weights.meta.get("_metrics", {}),
                   "recipe": weights.meta.get("recipe")},
-        gradcam_layer=default_gradcam_layer(model),
+        gradcam_layer=gradcam_candidates(model),
     )  # fmt: skip

@@ -48,13 +48,19 @@ def _curve(probabilities: torch.Tensor, steps: int) -> DeletionCurve:
     return DeletionCurve(fractions=fractions, probabilities=probabilities, auc=auc)
 
 
+TIE_SEED = 0
+
+
 def ranks(scores: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
     """(batch, n) scores -> (batch, n) rank, 0 = most attributed; ineligible elements rank last.
 
-    Ties are broken by position so results are deterministic."""
+    Ties are broken in a fixed random order (seeded: the same answer every time), not by
+    position: a ReLU'd Grad-CAM map is 0 over whole regions, and position order would remove
+    such a region row by row, a contiguous block, where any order among equals is as right."""
     batch, n = scores.shape
     ranked = torch.where(eligible, scores.double(), torch.tensor(float("-inf"), dtype=torch.float64))
-    order = torch.argsort(ranked, dim=1, descending=True, stable=True)  # (batch, n)
+    shuffle = torch.randperm(n, generator=torch.Generator().manual_seed(TIE_SEED))  # (n,)
+    order = shuffle[torch.argsort(ranked[:, shuffle], dim=1, descending=True, stable=True)]  # (batch, n)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(n).expand(batch, n))  # (batch, n)
     return rank

@@ -31,9 +31,10 @@ def from_config(config: Any) -> HFImageClassifier:
     return HFImageClassifier(AutoModelForImageClassification.from_config(config, attn_implementation="eager"))
 
 
-def default_gradcam_layer(wrapper: torch.nn.Module) -> str | None:
-    """The last encoder stage of a convolutional backbone (ConvNeXt, ResNet): ``model.<base>.encoder.stages.<last>``."""
+def gradcam_candidates(wrapper: torch.nn.Module) -> list[str]:
+    """The encoder stages of a convolutional backbone (ConvNeXt, ResNet), shallow to deep:
+    ``model.<base>.encoder.stages.<i>``; export picks the default Grad-CAM layer among them."""
     for name, module in wrapper.named_modules():
         if name.endswith("encoder.stages") and isinstance(module, torch.nn.ModuleList) and len(module):
-            return f"{name}.{len(module) - 1}"
-    return None
+            return [f"{name}.{i}" for i in range(len(module))]
+    return []

@@ -112,7 +112,7 @@ def import_torchvision(source: Path, repo: Path, name: str, options: ImportOptio
         repo=repo,
         name=name,
         sample_inputs=sample,
-        gradcam_layer=convs[-1] if convs else None,
+        gradcam_layer=convs,  # export picks the deepest with a map of 7 x 7 or more
         tolerance=options.tolerance,
         imported=record,
     )
