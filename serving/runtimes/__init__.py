@@ -83,6 +83,7 @@ def load_runtime(bundle: Bundle, settings: ServingSettings) -> Runtime:
         inter_threads=settings.inter_op_threads,
         parallel=parallel,
         solo_threads=solo,
+        call_input_bytes=settings.cpu_call_input_bytes,
     )
 
 

@@ -25,13 +25,17 @@ class OnnxRuntime(Runtime):
         inter_threads: int,
         parallel: int = 1,
         solo_threads: int | None = None,
+        call_input_bytes: int = 0,
     ) -> None:
         """``parallel``: how many ``predict`` calls may run at once on the session (ONNX
         Runtime's ``run`` is thread-safe; the weights are shared), each with ``intra_threads``.
         ``solo_threads``: a second session with that many threads serves a call that runs
         alone (low load: one request finishes sooner on every core); overlapping calls use
-        the ``intra_threads`` session (high load: no thread waits on a preempted sibling)."""
+        the ``intra_threads`` session (high load: no thread waits on a preempted sibling).
+        ``call_input_bytes``: on CPU, a batch whose inputs exceed it runs as consecutive calls
+        of as many rows as fit (at least one); 0: whole batches."""
         self.parallel = parallel
+        self.call_input_bytes = 0 if device.startswith("cuda") else call_input_bytes
         self.device = device
         path = str(bundle.path("onnx"))
         self.session = _session(path, device, intra_threads, inter_threads)
@@ -40,11 +44,34 @@ class OnnxRuntime(Runtime):
             self.solo = _session(path, device, solo_threads, inter_threads)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_names = [i.name for i in self.session.get_inputs()]
+        if not all(_dynamic_batch(t.shape) for t in [*self.session.get_inputs(), *self.session.get_outputs()]):
+            self.call_input_bytes = 0  # some tensor has no batch axis to split along
         self._running = 0
         self._lock = threading.Lock()
 
     def predict(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = {name: feed[name] for name in self.input_names}
+        rows = self.rows_per_call(inputs)
+        if rows is None:
+            return self._run(inputs)
+        parts = [self._run({n: a[i : i + rows] for n, a in inputs.items()}) for i in range(0, self.batch(inputs), rows)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}  # batch first
+
+    @staticmethod
+    def batch(inputs: dict[str, np.ndarray]) -> int:
+        return len(next(iter(inputs.values())))
+
+    def rows_per_call(self, inputs: dict[str, np.ndarray]) -> int | None:
+        """Rows per call when the batch must be split under ``call_input_bytes``, else None."""
+        total = sum(a.nbytes for a in inputs.values())
+        batch = self.batch(inputs)
+        if not self.call_input_bytes or total <= self.call_input_bytes or batch < 2:
+            return None
+        if any(len(a) != batch for a in inputs.values()):
+            return None  # not one batch axis: the model decides
+        return max(1, self.call_input_bytes // (total // batch))
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.solo is None:
             results = self.session.run(self.output_names, inputs)
         else:
@@ -62,6 +89,11 @@ class OnnxRuntime(Runtime):
         if self.solo is not None:  # predict alone always takes the solo session
             for _ in range(2):
                 self.session.run(self.output_names, {name: feed[name] for name in self.input_names})
+
+
+def _dynamic_batch(shape: list[Any]) -> bool:
+    """A tensor whose first axis is symbolic (a batch axis to split along)."""
+    return bool(shape) and not isinstance(shape[0], int)
 
 
 def _session(path: str, device: str, intra_threads: int, inter_threads: int) -> Any:
