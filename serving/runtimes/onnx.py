@@ -54,17 +54,14 @@ class OnnxRuntime(Runtime):
         rows = self.rows_per_call(inputs)
         if rows is None:
             return self._run(inputs)
-        parts = [self._run({n: a[i : i + rows] for n, a in inputs.items()}) for i in range(0, self.batch(inputs), rows)]
+        batch = _batch(inputs)
+        parts = [self._run({n: a[i : i + rows] for n, a in inputs.items()}) for i in range(0, batch, rows)]
         return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}  # batch first
-
-    @staticmethod
-    def batch(inputs: dict[str, np.ndarray]) -> int:
-        return len(next(iter(inputs.values())))
 
     def rows_per_call(self, inputs: dict[str, np.ndarray]) -> int | None:
         """Rows per call when the batch must be split under ``call_input_bytes``, else None."""
         total = sum(a.nbytes for a in inputs.values())
-        batch = self.batch(inputs)
+        batch = _batch(inputs)
         if not self.call_input_bytes or total <= self.call_input_bytes or batch < 2:
             return None
         if any(len(a) != batch for a in inputs.values()):
@@ -89,6 +86,10 @@ class OnnxRuntime(Runtime):
         if self.solo is not None:  # predict alone always takes the solo session
             for _ in range(2):
                 self.session.run(self.output_names, {name: feed[name] for name in self.input_names})
+
+
+def _batch(inputs: dict[str, np.ndarray]) -> int:
+    return len(next(iter(inputs.values())))  # rows of the first input (batch first)
 
 
 def _dynamic_batch(shape: list[Any]) -> bool:
