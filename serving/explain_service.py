@@ -27,17 +27,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from serving import tracing
 from serving.errors import DeadlineExceeded, InvalidInput, Unavailable
 from serving.metrics import ServingMetrics
+from serving.priority import thread_pool
 from serving.served import ServedModel
 from serving.settings import ServingSettings
 from serving.types import InferenceRequest, InferenceResponse
@@ -107,15 +107,6 @@ class LazyEngine:
         return self._get().methods(model)
 
 
-def _lower_priority(nice: int) -> None:
-    if nice <= 0:
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux, or not permitted
-        log.debug("could not lower the explain thread's priority")
-
-
 JobState = Literal["queued", "running", "done", "abandoned"]
 
 
@@ -133,12 +124,7 @@ class ExplainService:
         self.max_running = settings.explain_max_concurrency
         self.max_waiting = settings.explain_max_queue
         self.parameter_max = settings.explain_parameter_max
-        self.pool = ThreadPoolExecutor(
-            max_workers=self.max_running,
-            thread_name_prefix="explain",
-            initializer=_lower_priority,
-            initargs=(settings.explain_nice,),
-        )
+        self.pool = thread_pool(self.max_running, "explain", settings.compute_nice + settings.explain_nice)
         self._lock = threading.Lock()
         self._pending = 0
         """Explanations in the explain threads' hands: queued or running (abandoned running ones too)."""

@@ -38,9 +38,11 @@ class ModelMetrics:
     queue_seconds: Any
     compute_seconds: Any
     batch_size: Any
-    queue_depth: Any
-    inflight: Any
     _rejected: dict[str, Any]
+    queued: int = 0
+    """Requests waiting in the batcher: the ``lumenserve_queue_depth`` gauge reads it when scraped."""
+    inflight: int = 0
+    """Requests inside this version: the ``lumenserve_inflight_requests`` gauge reads it when scraped."""
 
     def rejected(self, reason: str) -> None:
         self._rejected[reason].inc()
@@ -162,14 +164,16 @@ class ServingMetrics:
 
     def for_model(self, model: str, version: str) -> ModelMetrics:
         labels = {"model": model, "version": version}
-        return ModelMetrics(
+        metrics = ModelMetrics(
             queue_seconds=self.queue_seconds.labels(**labels),
             compute_seconds=self.compute_seconds.labels(**labels),
             batch_size=self.batch_size.labels(**labels),
-            queue_depth=self.queue_depth.labels(**labels),
-            inflight=self.inflight.labels(**labels),
             _rejected={reason: self.rejected_total.labels(**labels, reason=reason) for reason in REJECT_REASONS},
         )
+        # the two gauges read plain counters when scraped: no lock taken per request
+        self.queue_depth.labels(**labels).set_function(lambda: metrics.queued)
+        self.inflight.labels(**labels).set_function(lambda: metrics.inflight)
+        return metrics
 
     def observe_request(
         self, model: str, version: str, protocol: str, endpoint: str, status: str, seconds: float

@@ -211,6 +211,14 @@ class ModelIO:
         return {name: array for name, array in {**tokens, **extra}.items() if name in self.input_specs}
 
     # ---- outputs ------------------------------------------------------------------------
+    def derive(self, outputs: Feed) -> Feed:
+        """A whole batch's model outputs plus what every caller may ask for beside them (a
+        classifier's ``probabilities``), computed once per batch in the compute thread."""
+        if self.scores is None or PROBABILITIES in outputs:
+            return outputs
+        scores = outputs[self.scores]  # (batch, classes)
+        return {**outputs, PROBABILITIES: softmax(scores.astype(np.float32, copy=False))}
+
     def output_names(self) -> list[str]:
         return [*self.output_specs, PROBABILITIES] if self.scores is not None else list(self.output_specs)
 

@@ -17,8 +17,8 @@ answer, errors included; the response body's ``id`` stays the request's own (OIP
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from typing import Any
@@ -87,7 +87,7 @@ class RequestScope:
     @property
     def request_id(self) -> str:
         if self._id is None:
-            self._id = uuid.uuid4().hex
+            self._id = secrets.token_hex(16)
         return self._id
 
     @property

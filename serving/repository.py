@@ -10,13 +10,13 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from lumenserve.bundle import BundleError, list_models, list_versions, model_folder
 from serving.errors import InvalidInput, ModelNotFound, Unavailable
 from serving.metrics import ServingMetrics
 from serving.model_config import ModelConfig, ModelConfigError, read_model_config
+from serving.priority import thread_pool
 from serving.served import ServedModel, load_served_model
 from serving.settings import ServingSettings
 
@@ -44,7 +44,7 @@ class ModelRepository:
         self.started = False
         self._locks: dict[str, asyncio.Lock] = {}
         threads = settings.preprocess_threads or os.cpu_count() or 2
-        self.decode_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="preprocess")
+        self.decode_pool = thread_pool(threads, "preprocess", settings.compute_nice)
         """Decodes raw images and tokenises texts for every model (shared, one per CPU by default)."""
 
     # ---- lookup -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,11 +28,12 @@ from serving.batching import Batcher, BatchPolicy
 from serving.metrics import ModelMetrics
 from serving.model import ModelIO
 from serving.model_config import ModelConfig
+from serving.priority import thread_pool
 from serving.runtimes import Runtime, load_runtime
 from serving.settings import ServingSettings
 from serving.statistics import InferenceStatistics, RequestTimes
 from serving.triton_config import ConfigFacts, model_config
-from serving.types import InferenceRequest, InferenceResponse
+from serving.types import Feed, InferenceRequest, InferenceResponse
 
 
 class ServedModel:
@@ -62,7 +63,7 @@ class ServedModel:
         self.load_seconds = load_seconds
         self._decode_pool = decode_pool
         self._executors = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"compute-{self.name}-{self.version}-{slot}")
+            thread_pool(1, f"compute-{self.name}-{self.version}-{slot}", settings.compute_nice)
             for slot in range(runtime.parallel)
         ]
         """The compute threads, one per batch that may run at once."""
@@ -75,6 +76,7 @@ class ServedModel:
             max_queue_delay=settings.max_queue_delay,
             max_queue_size=settings.max_queue_size,
             max_queue_wait=settings.max_queue_wait,
+            inline_call_s=settings.inline_call_ms / 1000,
             pad_values=io.pad_values,
             dynamic_output_dims=io.dynamic_output_dims,
             pad=io.pads_rows,
@@ -82,14 +84,14 @@ class ServedModel:
         """The batcher's effective policy (config.yaml over the server settings)."""
         self.statistics = InferenceStatistics()
         """Triton's statistics extension for this version (written on the event loop only)."""
-        self._batcher = Batcher(runtime.predict, self.policy, metrics, self._executors, self.statistics)
+        self._batcher = Batcher(self._predict, self.policy, metrics, self._executors, self.statistics)
         self._batcher.start()
         self.ready = True
         """False from :meth:`retire` on (the repository stops handing it out)."""
 
     async def infer(self, request: InferenceRequest, deadline: float) -> InferenceResponse:
         """admit -> prepare -> batch -> postprocess; raises :mod:`serving.errors` types."""
-        self.metrics.inflight.inc()
+        self.metrics.inflight += 1
         start = time.perf_counter_ns()
         times = RequestTimes(total=0)
         try:
@@ -113,11 +115,15 @@ class ServedModel:
             self.statistics.request_failed(time.perf_counter_ns() - start)
             raise
         finally:
-            self.metrics.inflight.dec()
+            self.metrics.inflight -= 1
         end = time.perf_counter_ns()
         times.total, times.compute_input, times.compute_output = end - start, prepared - start, end - answered
         self.statistics.request_succeeded(rows, times)
         return InferenceResponse(self.name, self.version, request.id, tensors)
+
+    def _predict(self, feed: Feed) -> Feed:
+        """One batch through the runtime, with the outputs derived once per batch (compute thread)."""
+        return self.io.derive(self.runtime.predict(feed))
 
     def triton_config(self) -> dict[str, Any]:
         """Triton's ``ModelConfig`` (JSON form) for this version, from the manifest and the
@@ -199,5 +205,6 @@ async def load_served_model(
     loop = asyncio.get_running_loop()
     bundle = await loop.run_in_executor(None, partial(load_bundle, folder, model_name=model_name))  # checksums verified
     settings = config.effective_settings(bundle.name, settings)
-    io, runtime = await loop.run_in_executor(None, load_parts, bundle, settings, config)
+    with thread_pool(1, f"load-{bundle.name}", settings.compute_nice) as loader:  # the runtime's threads inherit it
+        io, runtime = await loop.run_in_executor(loader, load_parts, bundle, settings, config)
     return ServedModel(io, runtime, settings, metrics, decode_pool, time.perf_counter() - start, config)

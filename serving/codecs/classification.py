@@ -15,11 +15,13 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 def top_k_strings(scores: np.ndarray, k: int, labels: Sequence[str]) -> np.ndarray:
     """(batch, classes) scores -> (batch, k) object array of b"score:index:label"."""
     order = top_k(scores, k)  # (batch, k)
+    picked = scores[np.arange(len(order))[:, None], order].tolist()  # (batch, k) as Python floats
     out = np.empty(order.shape, dtype=np.object_)
-    for row in range(order.shape[0]):
-        for col, index in enumerate(order[row]):
-            label = labels[index] if index < len(labels) else ""
-            out[row, col] = f"{scores[row, index]:f}:{index}:{label}".encode()
+    for row, (indices, values) in enumerate(zip(order.tolist(), picked, strict=True)):
+        out[row] = [
+            f"{value:f}:{index}:{labels[index] if index < len(labels) else ''}".encode()
+            for index, value in zip(indices, values, strict=True)
+        ]
     return out
 
 

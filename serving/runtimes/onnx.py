@@ -41,7 +41,7 @@ class OnnxRuntime(Runtime):
         self.session = _session(path, device, intra_threads, inter_threads)
         self.solo = None
         if solo_threads is not None:
-            self.solo = _session(path, device, solo_threads, inter_threads)
+            self.solo = _session(path, device, solo_threads, inter_threads, spin_in_call=True)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_names = [i.name for i in self.session.get_inputs()]
         if not all(_dynamic_batch(t.shape) for t in [*self.session.get_inputs(), *self.session.get_outputs()]):
@@ -97,7 +97,11 @@ def _dynamic_batch(shape: list[Any]) -> bool:
     return bool(shape) and not isinstance(shape[0], int)
 
 
-def _session(path: str, device: str, intra_threads: int, inter_threads: int) -> Any:
+def _session(path: str, device: str, intra_threads: int, inter_threads: int, *, spin_in_call: bool = False) -> Any:
+    """``spin_in_call``: the intra-op threads spin between operators while a call runs and
+    sleep when it ends (the session for a call that runs alone: 224 px MobileNetV2 on 2 cores,
+    6.1 instead of 7.9 ms a call, 64 px 0.96 instead of 1.28 ms, less CPU than sleeping
+    between operators)."""
     if device.startswith("cuda"):
         import torch  # noqa: F401  (loads the CUDA/cuDNN libraries ORT's CUDA provider needs)
     import onnxruntime as ort
@@ -108,7 +112,9 @@ def _session(path: str, device: str, intra_threads: int, inter_threads: int) -> 
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Idle ORT threads sleep instead of spinning: they would steal the CPU from the
     # event loop, preprocessing and the other model's threads.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_in_call else "0")
+    if spin_in_call:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     providers: list[str | tuple[str, dict[str, str]]] = ["CPUExecutionProvider"]
     if device.startswith("cuda"):

@@ -1,0 +1,37 @@
+"""Thread priorities: the event loop answers first, the heavy threads yield to it.
+
+Predictions' compute threads (with the ONNX Runtime and torch threads they start) and the
+preprocessing threads run ``compute_nice`` below the event loop, explanations another
+``explain_nice`` below those. On a saturated machine the event loop then still takes every
+arrival at once: a refused request is answered in milliseconds, an accepted one is queued
+while the model works. Linux nice values are per thread and inherited by the threads a
+thread starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+log = logging.getLogger("lumenserve.serving")
+
+MAX_NICE = 19
+
+
+def lower_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority by ``nice`` (capped at 19; 0: unchanged)."""
+    if nice <= 0:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(nice, MAX_NICE))
+    except (OSError, AttributeError):  # pragma: no cover - not Linux, or not permitted
+        log.debug("could not lower a thread's priority")
+
+
+def thread_pool(workers: int, prefix: str, nice: int) -> ThreadPoolExecutor:
+    """Threads at ``nice`` below the caller's priority."""
+    return ThreadPoolExecutor(
+        max_workers=workers, thread_name_prefix=prefix, initializer=lower_priority, initargs=(nice,)
+    )
