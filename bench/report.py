@@ -165,6 +165,24 @@ def _peer_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             theirs = _get(section, "servers", "kserve", "rss_after_load_bytes")
             rss = ours / theirs if ours and theirs else None
             targets.append(_target(f"{size}: lumenserve / KServe RSS after load", rss, 2.0, at_most=True))
+        else:
+            targets += _small_model_targets(size, section)
+    return targets
+
+
+def _small_model_targets(size: str, section: dict[str, Any]) -> list[dict[str, Any]]:
+    """A small model's per-request cost: gRPC tensors at concurrency 16 against the in-process
+    batched ceiling, and the p50 at concurrency 1 over the in-process batch-1 p50."""
+    ceiling = _get(section, "ceiling", "images_per_s")
+    served = _get(section, "throughput", "lumenserve_grpc_tensor", "16", "requests_per_s")
+    targets = [_target(f"{size}: gRPC tensors at concurrency 16 / in-process batched ceiling",
+                       served / ceiling if served and ceiling else None, 0.5)]  # fmt: skip
+    base = _get(section, "ceiling", "batch1_p50_ms")
+    for transport, goal in (("grpc", 1.0), ("http", 1.5)):
+        p50 = _get(section, "throughput", f"lumenserve_{transport}_tensor", "1", "p50_ms")
+        added = p50 - base if p50 is not None and base is not None else None
+        targets.append(_target(f"{size}: added p50 at concurrency 1, {transport.upper()} tensors", added, goal,
+                               at_most=True, unit=" ms"))  # fmt: skip
     return targets
 
 
@@ -394,11 +412,18 @@ def _peer_tables(result: dict[str, Any]) -> list[str]:
             ratio = ours / after if ours and after and label != "lumenserve" else None
             lines.append(f"| {label} | {_f(s.get('cold_start_s'), 2)} | {_f((s.get('rss_ready_bytes') or 0) / MIB, 0)} "
                          f"| {_f(after / MIB if after else None, 0)} | {_f(ratio, 2)} |")  # fmt: skip
+        tp = section.get("throughput") or {}
+        ceiling = section.get("ceiling")
+        if ceiling:
+            http = _get(tp, "lumenserve_http_tensor", "1", "p50_ms")
+            lines += ["", f"In-process tensor ceiling (the server's runtime class, nothing in front): "
+                      f"{_f(ceiling.get('images_per_s'))} images/s at best ({ceiling.get('best')}), batch-1 p50 "
+                      f"{_f(ceiling.get('batch1_p50_ms'), 2)} ms. lumenserve over HTTP, tensors, concurrency 1: "
+                      f"p50 {_f(http, 2)} ms."]  # fmt: skip
         lines += ["", "| input | concurrency | req/s lumenserve / KServe / MLServer | x KServe | x MLServer | "
                   "p50 ms lumenserve / KServe / MLServer | p50 / KServe | p50 / MLServer | "
                   "server CPU ms per request lumenserve / KServe / MLServer | errors |",
                   "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        tp = section.get("throughput") or {}
         for mode in MODES:
             for conc, p in (tp.get(f"lumenserve_grpc_{mode}") or {}).items():
                 points = [p, *(_get(tp, f"{peer}_grpc_{mode}", conc) or {} for peer in PEERS)]

@@ -47,8 +47,16 @@ def test_quick_bench_measures_the_peers(model_repo: Path, tmp_path: Path) -> Non
                 assert point["requests_per_s"] > 0 and point["p50_ms"] > 0
                 assert point["server_cpu_ms_per_request"] > 0
     assert section["exit_codes"]["kserve"] is not None and section["exit_codes"]["mlserver"] is not None
+    ceiling = section["ceiling"]
+    assert ceiling["images_per_s"] > 0 and ceiling["batch1_p50_ms"] > 0 and ceiling["best"] in ceiling["points"]
+    http = section["throughput"]["lumenserve_http_tensor"]["1"]
+    assert http["errors"] == 0 and http["p50_ms"] > 0
+    added = {t["target"]: t["value"] for t in result["targets"]}
+    assert isinstance(added["32px: added p50 at concurrency 1, HTTP tensors"], float)
+    assert isinstance(added["32px: added p50 at concurrency 1, GRPC tensors"], float)
 
     targets = {t["target"] for t in result["targets"]}
     assert any(t.startswith("32px: lumenserve / KServe req/s") for t in targets)
     text = markdown.read_text()
     assert "## Peers: KServe 0.21 and MLServer 1.7.1" in text and "### 32px (`tiny-image`)" in text
+    assert "In-process tensor ceiling" in text

@@ -5,6 +5,11 @@ preprocessed tensors (FP32), in interleaved rounds (the order rotates every poin
 Each server is started fresh for this section and serves predictions only, so its RSS
 (ready and after the load) compares like with like. Server CPU per request is the server
 process tree's utime + stime over each measured point divided by the requests it answered.
+
+Before any server starts, the bundle's in-process tensor ceiling is measured (the server's
+own runtime class, nothing in front, batches of 1, 16 and 32, one caller and the server's
+parallel callers): lumenserve's throughput is read against the best of it, its concurrency-1
+p50 (gRPC, and HTTP measured at concurrency 1 alongside) against the batch-1 p50.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.clients import InputMode, LumenGrpc
+from bench.ceiling import Ceiling
+from bench.clients import InputMode, LumenGrpc, LumenHttp
 from bench.loadgen import LoadResult, closed_loop
 from bench.peers.servers import PEERS, PeerProcess, start_peer
 from bench.photos import Workload, image_workload
@@ -23,8 +29,13 @@ from bench.plan import BenchPlan
 from bench.procstat import listen_addresses, tree_cpu_s, tree_rss_bytes
 from bench.servers import LumenProcess, start_lumenserve
 from lumenserve.bundle import Bundle
+from serving.runtimes import onnx_parallelism
+from serving.settings import ServingSettings
 
 MODES: tuple[InputMode, ...] = ("bytes", "tensor")
+CEILING_BATCHES = (1, 16, 32)
+HTTP_C1 = "lumenserve_http_tensor"
+"""lumenserve over HTTP, tensors, concurrency 1 only (the added latency of that transport)."""
 
 
 class PeerGrpc(LumenGrpc):
@@ -41,6 +52,9 @@ def run_peers(
 ) -> dict[str, Any]:
     """Start lumenserve + the peers on ``bundle``, measure them, stop them; one result dict."""
     workload = image_workload(bundle)
+    ceiling = _tensor_ceiling(bundle, workload, plan)
+    log(f"[bench] peers {bundle.name}: in-process tensor ceiling {ceiling['images_per_s']:.0f} images/s "
+        f"({ceiling['best']}), batch-1 p50 {ceiling['batch1_p50_ms']:.2f} ms")  # fmt: skip
     servers: dict[str, LumenProcess | PeerProcess] = {}
     try:
         servers["lumenserve"] = start_lumenserve(repository, bundle.name, work_dir, label=f"lumenserve-{bundle.name}")
@@ -64,6 +78,31 @@ def run_peers(
         "exit_codes": codes,
         "sample_answers": throughput.pop("sample_answers"),
         "throughput": throughput,
+        "ceiling": ceiling,
+    }
+
+
+def _tensor_ceiling(bundle: Bundle, workload: Workload, plan: BenchPlan) -> dict[str, Any]:
+    """Tensors in-process through the server's runtime class (ONNX Runtime's default threads
+    for one caller; the server's callers and threads for ``parallel``), nothing in front."""
+    parallel, intra, _solo = onnx_parallelism(ServingSettings(), "cpu")  # what the server under test uses
+    setups = {"single": Ceiling(bundle, workload)}
+    if parallel > 1:
+        setups["parallel"] = Ceiling(bundle, workload, intra_threads=intra, callers=parallel)
+    points: dict[str, dict[str, Any]] = {}
+    try:
+        for setup, ceiling in setups.items():
+            for batch in CEILING_BATCHES:
+                points[f"{setup} x{batch}"] = ceiling.measure("tensor", batch, plan.point_s)
+    finally:
+        for ceiling in setups.values():
+            ceiling.close()
+    best = max(points, key=lambda key: points[key]["images_per_s"])
+    return {
+        "points": points,
+        "best": best,
+        "images_per_s": points[best]["images_per_s"],
+        "batch1_p50_ms": min(p["p50_ms"] for p in points.values() if p["batch_size"] == 1),
     }
 
 
@@ -83,8 +122,12 @@ async def _measure(
             name = f"{label}_grpc_{mode}"
             contenders[name] = (kind(name, server.grpc_target, model, workload, mode), server.proc.pid)
     raw: dict[str, dict[int, list[LoadResult]]] = {n: {c: [] for c in plan.concurrencies} for n in contenders}
+    ours = servers["lumenserve"]
+    http = LumenHttp(HTTP_C1, ours.http_url, model, workload, "tensor")
+    http_c1: dict[int, list[LoadResult]] = {1: []}
     try:
         samples = {name: await client.check() for name, (client, _pid) in contenders.items()}
+        samples[HTTP_C1] = await http.check()
         for r in range(plan.rounds):
             for ci, conc in enumerate(plan.concurrencies):
                 names = list(contenders)
@@ -98,7 +141,11 @@ async def _measure(
                     )
                 log(f"[bench] peers {model} round {r + 1}/{plan.rounds} concurrency {conc}: " + ", ".join(
                     f"{n}={raw[n][conc][-1].requests_per_s:.0f}/s" for n in contenders))  # fmt: skip
+            cpu = functools.partial(tree_cpu_s, ours.proc.pid)
+            http_c1[1].append(await closed_loop(http.send, 1, plan.point_s, plan.warmup_s, cpu))
     finally:
         for client, _pid in contenders.values():
             await client.close()
-    return {"sample_answers": samples} | {name: _points(per) for name, per in raw.items()}
+        await http.close()
+    points = {name: _points(per) for name, per in raw.items()} | {HTTP_C1: _points(http_c1)}
+    return {"sample_answers": samples} | points
