@@ -21,17 +21,20 @@ MAX_NICE = 19
 
 
 def lower_priority(nice: int) -> None:
-    """Lower the calling thread's CPU priority by ``nice`` (capped at 19; 0: unchanged)."""
+    """Lower the calling thread's CPU priority by ``nice`` from what it inherited (a server
+    started under ``nice`` keeps its offsets; capped at 19; 0: unchanged)."""
     if nice <= 0:
         return
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(nice, MAX_NICE))
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(os.getpriority(os.PRIO_PROCESS, thread) + nice, MAX_NICE))
     except (OSError, AttributeError):  # pragma: no cover - not Linux, or not permitted
         log.debug("could not lower a thread's priority")
 
 
 def thread_pool(workers: int, prefix: str, nice: int) -> ThreadPoolExecutor:
-    """Threads at ``nice`` below the caller's priority."""
+    """Threads ``nice`` below the priority of the thread that starts them (the event loop's
+    for the serving pools: they start on their first task)."""
     return ThreadPoolExecutor(
         max_workers=workers, thread_name_prefix=prefix, initializer=lower_priority, initargs=(nice,)
     )
