@@ -21,7 +21,9 @@ from bench.loadgen import percentiles_ms
 from bench.photos import Workload
 from lumenserve.bundle import Bundle
 from serving.codecs.classification import softmax, top_k_strings
+from serving.runtimes import onnx_parallelism
 from serving.runtimes.onnx import OnnxRuntime
+from serving.settings import ServingSettings
 
 Mode = Literal["bytes", "tensor"]
 TOP_K = 5
@@ -83,3 +85,13 @@ class Ceiling:
 
     def close(self) -> None:
         self.runtime.close()
+
+
+def ceiling_setups(bundle: Bundle, workload: Workload) -> dict[str, Ceiling]:
+    """``single`` (one caller, ONNX Runtime's default threads) and, where the server runs
+    calls side by side, ``parallel`` (its callers and threads): what the server under test uses."""
+    parallel, intra, _solo = onnx_parallelism(ServingSettings(), "cpu")
+    setups = {"single": Ceiling(bundle, workload)}
+    if parallel > 1:
+        setups["parallel"] = Ceiling(bundle, workload, intra_threads=intra, callers=parallel)
+    return setups

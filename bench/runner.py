@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.ceiling import Ceiling
+from bench.ceiling import ceiling_setups
 from bench.clients import LumenGrpc, LumenHttp, TorchServeHttp, is_rejection
 from bench.explain_bench import LumenExplainClient, TorchServeExplainClient, run_compare, run_explain
 from bench.loadgen import LoadResult, closed_loop, fixed_rate, percentiles_ms
@@ -37,8 +37,6 @@ from bench.photos import Workload, image_workload
 from bench.plan import BenchPlan
 from bench.servers import LumenProcess, TorchServeSetup, prepare_torchserve, start_lumenserve
 from lumenserve.bundle import Bundle, load_bundle
-from serving.runtimes import onnx_parallelism
-from serving.settings import ServingSettings
 
 
 class BenchRun:
@@ -261,10 +259,7 @@ class BenchRun:
             for c in [*contenders.values(), passive]:
                 await c.close()
             raise
-        parallel, intra, _solo = onnx_parallelism(ServingSettings(), "cpu")  # what the server under test uses
-        ceilings = {"single": Ceiling(self.bundle, self.workload)}
-        if parallel > 1:
-            ceilings["parallel"] = Ceiling(self.bundle, self.workload, intra_threads=intra, callers=parallel)
+        ceilings = ceiling_setups(self.bundle, self.workload)
         raw: dict[str, dict[int, list[LoadResult]]] = {name: {c: [] for c in plan.concurrencies} for name in contenders}
         omp: dict[str, dict[int, list[LoadResult]]] = {
             "default": {c: [] for c in plan.omp_concurrencies},

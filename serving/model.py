@@ -225,10 +225,13 @@ class ModelIO:
     def postprocess(self, outputs: Feed, requested: Sequence[RequestedOutput] | None) -> list[Tensor]:
         """Model outputs (this caller's rows) -> the tensors asked for (default: see the module)."""
         wanted = list(requested) if requested else [RequestedOutput(n) for n in self.default_outputs]
+        if PROBABILITIES not in outputs and any(out.name == PROBABILITIES for out in wanted):
+            outputs = self.derive(outputs)  # outside the batcher (warm-up, explain, TorchServe handler)
         result: list[Tensor] = []
-        cache: dict[str, np.ndarray] = {}
         for out in wanted:
-            array = self._output_array(out.name, outputs, cache)
+            if out.name not in outputs:
+                raise InvalidInput(f"model {self.name!r} has no output {out.name!r} (outputs: {self.output_names()})")
+            array = outputs[out.name]
             k = out.classification
             if k:
                 if array.ndim != 2:
@@ -243,15 +246,6 @@ class ModelIO:
         if spec is not None and spec.datatype == "BF16":  # numpy has no bfloat16: its 16-bit pattern travels
             return "BF16"
         return datatype_of(array)
-
-    def _output_array(self, name: str, outputs: Feed, cache: dict[str, np.ndarray]) -> np.ndarray:
-        if name in outputs:
-            return outputs[name]
-        if name == PROBABILITIES and self.scores is not None:
-            if name not in cache:
-                cache[name] = softmax(outputs[self.scores].astype(np.float32, copy=False))  # (batch, classes)
-            return cache[name]
-        raise InvalidInput(f"model {self.name!r} has no output {name!r} (outputs: {self.output_names()})")
 
     # ---- warm-up and metadata ---------------------------------------------------------
     def warm_feed(self) -> Feed:

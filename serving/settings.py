@@ -79,8 +79,9 @@ class ServingSettings(BaseSettings):
     """A batch the model is expected to run in under this many milliseconds (from its recent
     calls) runs on the event loop itself when nothing else is queued or running: no hop to a
     compute thread and back for a small model at low load (64 px MobileNetV2: 0.3-0.5 ms less
-    per request at concurrency 1, measured in-process). Larger calls, and any call while others wait, run in a
-    compute thread so the server keeps accepting requests. 0: always in a compute thread."""
+    per request at concurrency 1, measured in-process). Larger calls, and any call while
+    others wait, run in a compute thread so the server keeps accepting requests. 0: always in
+    a compute thread."""
     max_queue_delay: float = Field(default=0.0, ge=0, le=1.0)
     """Seconds the batcher waits for more requests after the first one arrives. 0: no wait,
     batches form from whatever queued while the previous batch ran (measured best for

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.ceiling import Ceiling
+from bench.ceiling import ceiling_setups
 from bench.clients import InputMode, LumenGrpc, LumenHttp
 from bench.loadgen import LoadResult, closed_loop
 from bench.peers.servers import PEERS, PeerProcess, start_peer
@@ -29,8 +29,6 @@ from bench.plan import BenchPlan
 from bench.procstat import listen_addresses, tree_cpu_s, tree_rss_bytes
 from bench.servers import LumenProcess, start_lumenserve
 from lumenserve.bundle import Bundle
-from serving.runtimes import onnx_parallelism
-from serving.settings import ServingSettings
 
 MODES: tuple[InputMode, ...] = ("bytes", "tensor")
 CEILING_BATCHES = (1, 16, 32)
@@ -85,10 +83,7 @@ def run_peers(
 def _tensor_ceiling(bundle: Bundle, workload: Workload, plan: BenchPlan) -> dict[str, Any]:
     """Tensors in-process through the server's runtime class (ONNX Runtime's default threads
     for one caller; the server's callers and threads for ``parallel``), nothing in front."""
-    parallel, intra, _solo = onnx_parallelism(ServingSettings(), "cpu")  # what the server under test uses
-    setups = {"single": Ceiling(bundle, workload)}
-    if parallel > 1:
-        setups["parallel"] = Ceiling(bundle, workload, intra_threads=intra, callers=parallel)
+    setups = ceiling_setups(bundle, workload)
     points: dict[str, dict[str, Any]] = {}
     try:
         for setup, ceiling in setups.items():

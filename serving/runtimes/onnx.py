@@ -111,7 +111,8 @@ def _session(path: str, device: str, intra_threads: int, inter_threads: int, *, 
     options.inter_op_num_threads = inter_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Idle ORT threads sleep instead of spinning: they would steal the CPU from the
-    # event loop, preprocessing and the other model's threads.
+    # event loop, preprocessing and the other model's threads (with spin_in_call they spin
+    # only until the call ends).
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_in_call else "0")
     if spin_in_call:
         options.add_session_config_entry("session.force_spinning_stop", "1")
