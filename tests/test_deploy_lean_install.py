@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,12 +47,19 @@ NOT_FOR_SERVING = {
 }
 TRAINING_MODULES = {"training", "sklearn", "tensorboard", "jinja2", "ts", "model_archiver", "peft", "onnxscript"}
 
+LEAN_VENV_BYTES = 7 * 2**30
+"""Free space the fresh environment needs (torch from the local wheel: about 6.1 GiB installed)."""
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # installs torch into a fresh venv: minutes
 
 
 @pytest.fixture(scope="module")
-def lean_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lean_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The fresh environment, removed after this module (it holds torch: about 6 GB)."""
     venv = tmp_path_factory.mktemp("lean") / "venv"
+    free = shutil.disk_usage(venv.parent).free
+    if free < LEAN_VENV_BYTES:  # a full disk would break every test after this one
+        pytest.fail(f"{venv.parent} has {free / 2**30:.1f} GiB free; the fresh environment needs about 7 GiB")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
     out = subprocess.run(
@@ -63,7 +71,8 @@ def lean_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=False,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return venv
+    yield venv
+    shutil.rmtree(venv, ignore_errors=True)
 
 
 def clean_env() -> dict[str, str]:
