@@ -76,4 +76,25 @@ def apply_omp_policy(role: OmpRole, *, wait_policy: str = "", spincount: int = D
         os.environ.setdefault("GOMP_SPINCOUNT", str(spincount))
 
 
+def limit_malloc_arenas(arenas: int) -> bool:
+    """glibc's ``mallopt(M_ARENA_MAX, arenas)`` for this process, unless ``MALLOC_ARENA_MAX``
+    is set or ``arenas`` is 0. Takes effect only before a second thread first allocates (glibc
+    fixes its arena limit then), so servers call it first thing. False where it did not apply
+    (not glibc, or left to the environment)."""
+    if arenas <= 0 or "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return False
+    return bool(mallopt(M_ARENA_MAX, arenas))
+
+
+M_ARENA_MAX = -8
+"""glibc's mallopt parameter number for the arena limit (malloc.h)."""
+
 configure_process_env()

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from lumenserve.env import apply_omp_policy
+from lumenserve.env import apply_omp_policy, limit_malloc_arenas
 
 
 @click.command("serve")
@@ -36,6 +36,7 @@ def serve_command(config_file: Path | None, models: tuple[str, ...], log_level: 
     from serving.settings import load_settings
 
     settings = load_settings(config_file, models=list(models) or None, **flags)
+    limit_malloc_arenas(settings.malloc_arenas)  # before any other thread allocates
     # before torch loads anywhere in this process
     apply_omp_policy("serve", wait_policy=settings.omp_wait_policy, spincount=settings.gomp_spincount)
     configure_logging(log_level, settings.log_format)

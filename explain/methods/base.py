@@ -60,8 +60,13 @@ class Explainer(ABC, Generic[P]):
         self._check_inputs(inputs)
         if isinstance(inputs, torch.Tensor):  # a leaf that wants gradients (the caller's tensor is untouched)
             inputs = inputs.detach().requires_grad_(True)
-        resolved = resolve_targets(self.logits(inputs) if logits is None else logits, targets)
-        return self._explain(inputs, resolved, checked)
+        logits = self.logits(inputs) if logits is None else logits  # (batch, classes)
+        return self._explain_given(inputs, resolve_targets(logits, targets), checked, logits)
+
+    def _explain_given(self, inputs: Any, targets: list[int], params: Any, logits: torch.Tensor) -> Explanation:
+        """``_explain`` knowing the prediction pass's logits (batch, classes) over ``inputs``;
+        a method that can reuse them overrides this one."""
+        return self._explain(inputs, targets, params)
 
     def param_names(self) -> set[str]:
         """The parameter names ``explain`` accepts."""

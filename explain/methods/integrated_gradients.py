@@ -2,12 +2,16 @@
 
 Completeness: per item, the attributions sum to ``f(x)[t] - f(baseline)[t]`` up to the
 returned ``convergence_delta`` (the integration error; shrink it with more ``n_steps``).
+The delta costs no forward pass of its own: the inputs' logits are the prediction pass's and
+the baseline's are computed once per baseline kind and batch shape.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Literal
 
+import torch
 from captum.attr import IntegratedGradients as CaptumIG
 from pydantic import Field
 
@@ -17,6 +21,8 @@ from explain.params import MethodParams
 
 Integration = Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"]
 ImageBaseline = Literal["zero", "black", "white"]
+BASELINE_CACHE_ENTRIES = 8
+"""Baseline batches (kind, shape) whose logits an explainer keeps."""
 
 
 class IntegratedGradientsParams(MethodParams):
@@ -33,6 +39,11 @@ class IntegratedGradientsParams(MethodParams):
 class IntegratedGradients(ImageExplainer[IntegratedGradientsParams]):
     name = "integrated_gradients"
     Params = IntegratedGradientsParams
+
+    def __init__(self, model: torch.nn.Module, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self._baseline_cache: dict[tuple[str, tuple[int, ...], torch.dtype], torch.Tensor] = {}
+        self._baseline_lock = threading.Lock()
 
     @classmethod
     def outputs(cls, text: bool) -> list[str]:
@@ -52,15 +63,35 @@ class IntegratedGradients(ImageExplainer[IntegratedGradientsParams]):
         }
 
     def _explain(self, inputs: Any, targets: list[int], params: IntegratedGradientsParams) -> Explanation:
+        return self._explain_given(inputs, targets, params, self.logits(inputs))
+
+    def _explain_given(
+        self, inputs: Any, targets: list[int], params: IntegratedGradientsParams, logits: torch.Tensor
+    ) -> Explanation:
         kwargs = self.captum_kwargs(inputs, params)
-        attributions, delta = self.captum().attribute(
-            inputs, target=targets, return_convergence_delta=True, **kwargs
-        )  # (batch, C, H, W), (batch,)
+        attributions = self.captum().attribute(inputs, target=targets, **kwargs).detach()  # (batch, C, H, W)
+        rows = torch.arange(len(targets))
+        gap = logits[rows, targets] - self._baseline_logits(params.baselines, kwargs["baselines"])[rows, targets]
         used = params.model_dump() | {"internal_batch_size": kwargs["internal_batch_size"]}
         return Explanation(
-            attributions=attributions.detach(),
+            attributions=attributions,
             method=self.name,
             params=used,
             targets=targets,
-            convergence_delta=delta.detach(),
+            convergence_delta=attributions.reshape(len(targets), -1).sum(1) - gap,  # (batch,)
         )
+
+    def _baseline_logits(self, name: str, baselines: torch.Tensor) -> torch.Tensor:
+        """The model's logits (batch, classes) on a baseline batch: the same for every request of
+        this shape, so computed once. Captum's own convergence delta runs the model on the inputs
+        and the baselines again; the inputs' logits come from the prediction pass instead."""
+        key = (name, tuple(baselines.shape), baselines.dtype)
+        with self._baseline_lock:
+            cached = self._baseline_cache.get(key)
+        if cached is None:
+            cached = self.logits(baselines)  # (batch, classes)
+            with self._baseline_lock:
+                if len(self._baseline_cache) >= BASELINE_CACHE_ENTRIES:
+                    self._baseline_cache.pop(next(iter(self._baseline_cache)))
+                self._baseline_cache[key] = cached
+        return cached
