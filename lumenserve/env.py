@@ -76,6 +76,10 @@ def apply_omp_policy(role: OmpRole, *, wait_policy: str = "", spincount: int = D
         os.environ.setdefault("GOMP_SPINCOUNT", str(spincount))
 
 
+M_ARENA_MAX = -8
+"""glibc's mallopt parameter number for the arena limit (malloc.h)."""
+
+
 def limit_malloc_arenas(arenas: int) -> bool:
     """glibc's ``mallopt(M_ARENA_MAX, arenas)`` for this process, unless ``MALLOC_ARENA_MAX``
     is set or ``arenas`` is 0. Takes effect only before a second thread first allocates (glibc
@@ -93,8 +97,5 @@ def limit_malloc_arenas(arenas: int) -> bool:
         return False
     return bool(mallopt(M_ARENA_MAX, arenas))
 
-
-M_ARENA_MAX = -8
-"""glibc's mallopt parameter number for the arena limit (malloc.h)."""
 
 configure_process_env()
