@@ -12,11 +12,15 @@ itself instead (a small model at low load saves two thread hops).
 
 - The queue is bounded: beyond ``max_queue_size`` waiting requests, ``submit`` raises
   Unavailable at once.
-- The wait is bounded too (CoDel's idea, Nichols & Jacobson 2012): when every request the
-  model started during the last ``WAIT_WINDOW_S`` had waited longer than ``max_queue_wait``
-  since its admission, a standing queue has formed and new arrivals are refused at once
-  until a request gets through faster again. A burst is absorbed; a sustained overload
-  is refused in milliseconds instead of answered seconds late.
+- The wait is bounded too, two ways. On arrival, when the rows already waiting (queued or
+  being decoded) are more than the model's slots get through in ``max_queue_wait`` at the
+  pace of its recent calls (never fewer than one full batch), the newcomer would wait longer
+  and is refused at once. And CoDel's test (Nichols & Jacobson 2012) catches what that
+  estimate misses: when every request the model started during the last ``WAIT_WINDOW_S``
+  had waited longer than ``max_queue_wait`` since its admission, a standing queue has formed
+  and new arrivals are refused until a request gets through faster again. A burst the model
+  gets through in time is absorbed; a sustained overload is refused in milliseconds instead
+  of answered seconds late.
 - A request whose deadline passes while queued is answered DeadlineExceeded by a timer and
   never reaches the model; a cancelled caller's request leaves the queue.
 """
@@ -30,6 +34,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import numpy as np
 
@@ -119,8 +124,8 @@ class Batcher:
         return len(self._queue)
 
     def admit(self) -> float:
-        """Count a request against ``max_queue_size`` on arrival, before any decoding work;
-        returns the admission time to hand to :meth:`submit`.
+        """Count a request against ``max_queue_size`` and the wait bound on arrival, before
+        any decoding work; returns the admission time to hand to :meth:`submit`.
 
         Under overload, surplus requests are refused at once (a few ms) instead of first
         waiting for the preprocessing pool. Pair with :meth:`release` before :meth:`submit`.
@@ -131,15 +136,29 @@ class Batcher:
         if waiting >= self.policy.max_queue_size:
             self.metrics.rejected("queue_full")
             raise Unavailable(f"queue full ({self.policy.max_queue_size} requests waiting); retry later")
+        if self._queued_rows + self._admitted >= self._wait_room():
+            self._refuse_wait()
         if self._standing:
             if waiting == 0:  # the queue emptied: whatever stood there is gone
                 self._standing = False
             else:
-                self.metrics.rejected("queue_full")
-                wait_ms = self.policy.max_queue_wait * 1000
-                raise Unavailable(f"queue full (requests wait over {wait_ms:.0f} ms to reach the model); retry later")
+                self._refuse_wait()
         self._admitted += 1
         return time.monotonic()
+
+    def _wait_room(self) -> float:
+        """Rows that may wait (queued or being decoded) for the newest to still reach the model
+        within ``max_queue_wait``, at the pace of the model's recent calls on all its slots;
+        never less than one full batch (no bound while the pace is unknown or the wait is off)."""
+        wait = self.policy.max_queue_wait
+        if wait <= 0 or not 0 < self._row_seconds < math.inf:
+            return math.inf
+        return max(self.policy.max_batch_size, self.parallel * wait / self._row_seconds)
+
+    def _refuse_wait(self) -> NoReturn:
+        self.metrics.rejected("queue_full")
+        wait_ms = self.policy.max_queue_wait * 1000
+        raise Unavailable(f"queue full (requests wait over {wait_ms:.0f} ms to reach the model); retry later")
 
     def release(self) -> None:
         """The admitted request is decoded (or failed): it no longer holds a queue place."""

@@ -98,8 +98,10 @@ class ServingSettings(BaseSettings):
     max_queue_size: int = Field(default=256, ge=1)
     """Requests waiting per model beyond which new ones get UNAVAILABLE/503 at once."""
     max_queue_wait: float = Field(default=0.5, ge=0)
-    """Seconds from arrival to the model: when every request started in the last 100 ms waited
-    longer, new ones get UNAVAILABLE/503 at once until the queue drains (0: off; CoDel's idea)."""
+    """Seconds from arrival to the model. A newcomer gets UNAVAILABLE/503 at once when the rows
+    already waiting are more than the model gets through in that time at its recent pace (never
+    fewer than one full batch), and while a standing queue lasts: every request started in the
+    last 100 ms waited longer (CoDel's test). 0: off."""
     default_timeout: float = Field(default=30.0, gt=0)
     """Seconds a request may wait for the model; the `timeout` request parameter
     (microseconds) or the gRPC deadline can shorten it. Expired requests never run."""

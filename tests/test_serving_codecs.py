@@ -295,6 +295,44 @@ def test_batcher_refuses_arrivals_while_a_standing_queue_waits_too_long() -> Non
     asyncio.run(scenario())
 
 
+def test_batcher_refuses_arrivals_its_model_cannot_reach_within_the_wait_bound() -> None:
+    def predict(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        time.sleep(0.01 * len(feed["x"]))  # 10 ms per row
+        return {"y": feed["x"] * 2}
+
+    async def scenario() -> None:
+        policy = BatchPolicy(max_batch_size=2, max_queue_delay=0.0, max_queue_size=100, max_queue_wait=0.1)
+        batcher = Batcher(predict, policy, ServingMetrics().for_model("m", "1"), ThreadPoolExecutor(1))
+        batcher.start()
+        far = time.monotonic() + 10
+        for _ in range(40):  # the pace is unknown yet: a burst up to max_queue_size is taken
+            batcher.admit()
+        for _ in range(40):
+            batcher.release()
+        out = await batcher.submit({"x": np.ones((1, 2), np.float32)}, 1, far)  # one call: ~10 ms a row
+        np.testing.assert_array_equal(out["y"], 2)
+        admitted = 0
+        with pytest.raises(Unavailable, match="wait over 100 ms"):
+            while admitted < 100:  # held as being decoded: each is a row the next would wait behind
+                batcher.admit()
+                admitted += 1
+        assert 2 <= admitted <= 10  # what one slot gets through in 100 ms at 10 ms a row (sleeps overshoot)
+        for _ in range(admitted):
+            batcher.release()
+        batcher.admit()  # nothing waits any more: welcome again
+        batcher.release()
+        batcher.policy.max_queue_wait = 0  # the bound off: only max_queue_size counts
+        for _ in range(100):
+            batcher.admit()
+        with pytest.raises(Unavailable, match="100 requests waiting"):
+            batcher.admit()
+        for _ in range(100):
+            batcher.release()
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
 def test_batcher_runs_parallel_batches_on_free_slots() -> None:
     barrier = threading.Barrier(2, timeout=5)  # passes only when two model calls run at once
     rows_seen: list[int] = []
