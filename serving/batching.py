@@ -134,8 +134,7 @@ class Batcher:
             raise Unavailable("model is unloading")
         waiting = len(self._queue) + self._admitted
         if waiting >= self.policy.max_queue_size:
-            self.metrics.rejected("queue_full")
-            raise Unavailable(f"queue full ({self.policy.max_queue_size} requests waiting); retry later")
+            self._refuse_full()
         if self._queued_rows + self._admitted >= self._wait_room():
             self._refuse_wait()
         if self._standing:
@@ -154,6 +153,10 @@ class Batcher:
         if wait <= 0 or not 0 < self._row_seconds < math.inf:
             return math.inf
         return max(self.policy.max_batch_size, self.parallel * wait / self._row_seconds)
+
+    def _refuse_full(self) -> NoReturn:
+        self.metrics.rejected("queue_full")
+        raise Unavailable(f"queue full ({self.policy.max_queue_size} requests waiting); retry later")
 
     def _refuse_wait(self) -> NoReturn:
         self.metrics.rejected("queue_full")
@@ -194,8 +197,7 @@ class Batcher:
         if rows > policy.max_batch_size:
             raise InvalidInput(f"batch of {rows} rows exceeds the model's max_batch_size of {policy.max_batch_size}")
         if len(self._queue) >= policy.max_queue_size:
-            self.metrics.rejected("queue_full")
-            raise Unavailable(f"queue full ({policy.max_queue_size} requests waiting); retry later")
+            self._refuse_full()
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         if deadline <= now:
